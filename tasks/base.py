@@ -1,0 +1,133 @@
+"""Base class of every database task: validation, exactly-once effect, retries, dead letters."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import Task
+from celery.exceptions import Retry
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from worker import ledger
+from worker.config import get_settings
+from worker.contracts import validate_arguments
+from worker.db import session_scope
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+# SQLSTATEs worth another attempt: the same statement can succeed a moment later.
+_TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "53300",  # too_many_connections
+    }
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for database errors a retry can fix (lost connections, deadlocks, restarts)."""
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated or isinstance(error, OperationalError):
+            return True
+        code = getattr(error.orig, "pgcode", None)
+        return code in _TRANSIENT_SQLSTATES or (code is not None and code.startswith("08"))
+    return False
+
+
+def backoff_seconds(retries: int, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, 2**retries)]."""
+    return random.uniform(0, min(cap, 2.0**retries))
+
+
+class DatabaseTask(Task):  # type: ignore[type-arg]
+    """Validates arguments, applies the effect once per task id, retries transient faults only."""
+
+    abstract = True
+    # Celery's own retry-on-exception is off: transient faults are classified in `__call__`.
+    autoretry_for = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            contract = validate_arguments(self.name, args, kwargs)
+            return self.run(**contract.model_dump())
+        except Retry:
+            raise
+        except Exception as error:
+            if is_transient(error) and not self.request.called_directly:
+                self._retry_later(error)
+            self.dead_letter(args, kwargs, error)
+            raise
+
+    def _retry_later(self, error: Exception) -> None:
+        """Schedule another attempt with backoff; returns only when the retries are used up."""
+        settings = get_settings()
+        retries = self.request.retries or 0
+        if retries >= settings.task_max_retries:
+            log.error(
+                "%s[%s] gave up after %d retries: %s",
+                self.name,
+                self.request.id,
+                retries,
+                type(error).__name__,
+            )
+            return
+        delay = backoff_seconds(retries, settings.task_retry_backoff_max)
+        log.warning(
+            "%s[%s] transient database error (%s); retry %d in %.1fs",
+            self.name,
+            self.request.id,
+            type(error).__name__,
+            retries + 1,
+            delay,
+        )
+        raise self.retry(exc=error, countdown=delay, max_retries=settings.task_max_retries)
+
+    def apply_once(self, work: Callable[[Session], R]) -> R | None:
+        """Run `work` in one session scope, recording this task id in the same transaction.
+
+        A redelivered message whose id is already recorded does nothing and returns None.
+        """
+        task_id = self.request.id
+        with session_scope() as session:
+            if task_id is not None and not ledger.claim(session, task_id, self.name):
+                log.info("%s[%s] was already applied; skipping duplicate", self.name, task_id)
+                return None
+            return work(session)
+
+    def dead_letter(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: BaseException
+    ) -> None:
+        """Record a task that failed for good in `task_failures`, so no failure is silent."""
+        task_id = self.request.id or "unknown"
+        attempts = (self.request.retries or 0) + 1
+        log.error("%s[%s] failed for good: %s: %s", self.name, task_id, type(error).__name__, error)
+        try:
+            with session_scope() as session:
+                ledger.record_failure(
+                    session,
+                    task_id=task_id,
+                    task_name=self.name,
+                    args=args,
+                    kwargs=kwargs,
+                    error=error,
+                    attempts=attempts,
+                )
+        except Exception:
+            log.exception(
+                "%s[%s] could not be dead-lettered; arguments were %r %r",
+                self.name,
+                task_id,
+                args,
+                kwargs,
+            )

@@ -1,0 +1,65 @@
+"""Settings: bad values fail at start-up naming the variable; passwords never show."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.config import ConfigError, load_settings
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DB_POOL_SIZE", "zero"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("DB_POOL_PRE_PING", "maybe"),
+        ("DATABASE_URL", "mysql://root@localhost/db"),
+        ("DATABASE_URL", "::not a url::"),
+        ("REDIS_URL", "http://localhost"),
+        ("APP_NAME", "has spaces"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_settings()
+
+
+def test_time_limits_must_fit_inside_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASK_TIME_LIMIT", "4000")
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT", "3600")
+    with pytest.raises(ConfigError, match="BROKER_VISIBILITY_TIMEOUT"):
+        load_settings()
+
+
+def test_password_never_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = "canary-s3cret-pw"
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg2://app:{canary}@db.example:5432/app")
+    monkeypatch.setenv("REDIS_URL", f"redis://:{canary}@cache.example:6379/0")
+    settings = load_settings()
+    assert canary not in repr(settings)
+    assert canary not in str(settings.model_dump())
+    assert canary not in repr(settings.sqlalchemy_url)
+    assert settings.sqlalchemy_url.password == canary
+
+    monkeypatch.setenv("DB_POOL_SIZE", "nope")
+    with pytest.raises(ConfigError) as failure:
+        load_settings()
+    assert canary not in str(failure.value)
+
+
+def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "DB_POOL_SIZE", "APP_NAME", "DB_MAX_OVERFLOW"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir("/")  # no .env
+    settings = load_settings()
+    assert settings.database_url.get_secret_value() == (
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    )
+    assert settings.redis_url.get_secret_value() == "redis://127.0.0.1:6379/0"
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.app_name) == (2, 10, "worker")
+    assert settings.db_pool_pre_ping is True
+    assert settings.db_echo_sql is False

@@ -1,0 +1,1 @@
+"""Background worker for the web platform: settings, database, domain logic, Celery app."""

@@ -1,0 +1,28 @@
+"""The Celery app and the signal hooks that give each pool child its own database engine."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from worker import db
+from worker.config import get_settings
+
+log = logging.getLogger(__name__)
+
+app = Celery(get_settings().app_name)
+app.config_from_object("celeryconfig")
+
+
+@worker_process_init.connect
+def _create_engine_in_child(**_: Any) -> None:
+    # The child's engine is made here, after fork, so no pooled connection crosses a fork.
+    db.get_engine()
+
+
+@worker_process_shutdown.connect
+def _dispose_engine_in_child(**_: Any) -> None:
+    db.dispose_engine()

@@ -1,0 +1,111 @@
+"""Typed settings: the only code in the project that reads the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Worker configuration, read from environment variables (and an optional `.env`)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,
+        frozen=True,
+    )
+
+    database_url: SecretStr = SecretStr("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    db_pool_size: PositiveInt = 2
+    db_max_overflow: Annotated[int, Field(ge=0)] = 10
+    db_pool_pre_ping: bool = True
+    db_pool_recycle: Annotated[int, Field(ge=-1)] = 1800
+    db_echo_sql: bool = False
+    db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    app_name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")] = (
+        "worker"
+    )
+
+    task_soft_time_limit: PositiveInt = 60
+    task_time_limit: PositiveInt = 90
+    broker_visibility_timeout: PositiveInt = 3600
+    task_max_retries: Annotated[int, Field(ge=0, le=100)] = 5
+    task_retry_backoff_max: PositiveInt = 60
+    max_deliveries: PositiveInt = 3
+    max_message_bytes: PositiveInt = 64 * 1024
+    processed_task_retention_days: PositiveInt = 7
+
+    deactivate_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    dormant_after_days: PositiveInt = 365
+    view_flush_interval: Annotated[float, Field(gt=0)] = 2.0
+    view_flush_chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError("is not a valid database URL") from None
+        if url.get_backend_name() != "postgresql":
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _limits_fit_visibility(self) -> Settings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("TASK_SOFT_TIME_LIMIT must be lower than TASK_TIME_LIMIT")
+        if self.broker_visibility_timeout <= self.task_time_limit:
+            raise ValueError(
+                "BROKER_VISIBILITY_TIMEOUT must be longer than TASK_TIME_LIMIT, "
+                "or Redis redelivers tasks that are still running"
+            )
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> URL:
+        """The database URL as a SQLAlchemy URL object, whose repr masks the password."""
+        return make_url(self.database_url.get_secret_value())
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        lines.append(f"{name}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings, raising `ConfigError` that names each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

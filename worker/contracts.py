@@ -1,0 +1,89 @@
+"""Task names and argument shapes, shared by the worker and by producers that enqueue tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+BIGINT_MAX: Final = 2**63 - 1
+
+RECORD_VIEW: Final = "tasks.posts.record_view"
+FLUSH_VIEW_COUNTS: Final = "tasks.posts.flush_view_counts"
+DEACTIVATE_USER: Final = "tasks.users.deactivate_user"
+DEACTIVATE_DORMANT_USERS: Final = "tasks.users.deactivate_dormant_users"
+PRUNE_PROCESSED_TASKS: Final = "tasks.maintenance.prune_processed_tasks"
+
+RowId = Annotated[StrictInt, Field(ge=1, le=BIGINT_MAX)]
+
+
+class InvalidTaskArguments(ValueError):
+    """A task was called with arguments of the wrong shape; retrying can never help."""
+
+
+class TaskArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RecordViewArgs(TaskArgs):
+    post_id: RowId
+
+
+class DeactivateUserArgs(TaskArgs):
+    user_id: RowId
+
+
+class DeactivateDormantUsersArgs(TaskArgs):
+    inactive_days: Annotated[StrictInt, Field(ge=1, le=36_500)] = 365
+
+
+class NoArgs(TaskArgs):
+    pass
+
+
+CONTRACTS: Final[dict[str, type[TaskArgs]]] = {
+    RECORD_VIEW: RecordViewArgs,
+    DEACTIVATE_USER: DeactivateUserArgs,
+    DEACTIVATE_DORMANT_USERS: DeactivateDormantUsersArgs,
+    FLUSH_VIEW_COUNTS: NoArgs,
+    PRUNE_PROCESSED_TASKS: NoArgs,
+}
+
+
+def _describe(task_name: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "arguments"
+        value = item.get("input")
+        shown = f"{value!r} ({type(value).__name__})" if item["type"] != "missing" else "nothing"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        problems.append(f"{field}: {item['msg']}, got {shown}")
+    return f"{task_name}: invalid arguments: " + "; ".join(problems)
+
+
+def validate_arguments(
+    task_name: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+) -> TaskArgs:
+    """Bind positional and keyword arguments to the task's contract, or raise a clear error."""
+    try:
+        contract = CONTRACTS[task_name]
+    except KeyError:
+        raise InvalidTaskArguments(f"unknown task name {task_name!r}") from None
+    fields = list(contract.model_fields)
+    if not isinstance(args, list | tuple):
+        raise InvalidTaskArguments(f"{task_name}: positional arguments must be a list")
+    if len(args) > len(fields):
+        raise InvalidTaskArguments(
+            f"{task_name}: takes at most {len(fields)} positional argument(s), got {len(args)}"
+        )
+    bound: dict[str, Any] = dict(zip(fields, args, strict=False))
+    for key, value in (kwargs or {}).items():
+        if key in bound:
+            raise InvalidTaskArguments(f"{task_name}: got multiple values for {key!r}")
+        bound[key] = value
+    try:
+        return contract.model_validate(bound)
+    except ValidationError as error:
+        raise InvalidTaskArguments(_describe(task_name, error)) from None

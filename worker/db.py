@@ -1,0 +1,136 @@
+"""One SQLAlchemy engine per OS process, created after fork, and the session scopes built on it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_engine_pid: int | None = None
+# Set by the pytest plugin: sessions join this connection with savepoints instead of using the pool.
+_test_connection: Connection | None = None
+
+
+def build_engine(settings: Settings, pid: int) -> Engine:
+    """Create an engine from settings; `application_name` tells operators which process holds it."""
+    options = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+    return create_engine(
+        settings.sqlalchemy_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_recycle=settings.db_pool_recycle,
+        echo=settings.db_echo_sql,
+        hide_parameters=not settings.db_echo_sql,
+        connect_args={"application_name": f"{settings.app_name}:{pid}", "options": options},
+    )
+
+
+def get_engine() -> Engine:
+    """This process's engine, created on first use and again in any forked child."""
+    global _engine, _engine_pid
+    pid = os.getpid()
+    if _engine is not None and _engine_pid == pid:
+        return _engine
+    with _lock:
+        if _engine is None or _engine_pid != pid:
+            if _engine is not None:
+                # Inherited from the parent: drop the pool without closing the parent's sockets.
+                _engine.dispose(close=False)
+            _engine = build_engine(get_settings(), pid)
+            _engine_pid = pid
+            log.debug("created database engine for pid %s", pid)
+        return _engine
+
+
+def dispose_engine() -> None:
+    """Close this process's pooled connections (worker child shutdown, tests)."""
+    global _engine, _engine_pid
+    with _lock:
+        if _engine is not None and _engine_pid == os.getpid():
+            _engine.dispose()
+        _engine = None
+        _engine_pid = None
+
+
+def _forget_engine_in_child() -> None:
+    global _engine, _engine_pid, _lock
+    if _engine is not None:
+        _engine.dispose(close=False)
+    _engine, _engine_pid, _lock = None, None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_engine_in_child)
+
+
+class _ProcessSessionmaker(sessionmaker[Session]):
+    """A sessionmaker that binds each new session to the calling process's engine."""
+
+    def __call__(self, **local_kw: Any) -> Session:
+        if "bind" not in local_kw:
+            if _test_connection is not None:
+                local_kw["bind"] = _test_connection
+                local_kw["join_transaction_mode"] = "create_savepoint"
+            else:
+                local_kw["bind"] = get_engine()
+        return super().__call__(**local_kw)
+
+
+SessionLocal = _ProcessSessionmaker(autoflush=False, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """Yield a session that commits on success, rolls back on any error, and always closes."""
+    session = SessionLocal()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_db() -> Iterator[Session]:
+    """FastAPI-style dependency with the commit, rollback and close rules of `session_scope`."""
+    with session_scope() as session:
+        yield session
+
+
+@contextmanager
+def sessions_joined_to(connection: Connection) -> Iterator[None]:
+    """Make every new session in this process join `connection` with savepoints (tests)."""
+    global _test_connection
+    previous, _test_connection = _test_connection, connection
+    try:
+        yield
+    finally:
+        _test_connection = previous
+
+
+@contextmanager
+def engine_installed(engine: Engine) -> Iterator[None]:
+    """Use `engine` as this process's engine for a while (the pytest plugin's test database)."""
+    global _engine, _engine_pid
+    with _lock:
+        previous = _engine, _engine_pid
+        _engine, _engine_pid = engine, os.getpid()
+    try:
+        yield
+    finally:
+        with _lock:
+            _engine, _engine_pid = previous

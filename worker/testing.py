@@ -1,0 +1,158 @@
+"""pytest plugin `worker`: a migrated throwaway database, rolled-back sessions, eager tasks."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from worker import db
+from worker.config import get_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: inside an installed wheel, or at the checkout's top level."""
+    for candidate in (_PACKAGE_DIR / "_migrations", _PACKAGE_DIR.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError(f"no Alembic migrations found next to {_PACKAGE_DIR}")
+
+
+def migrate(url: URL | str, revision: str = "head") -> None:
+    """Run `alembic upgrade <revision>` against `url` (a test or throwaway database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, revision)
+
+
+def _fail_or_skip(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def create_database(admin_url: URL, name: str) -> URL:
+    """CREATE DATABASE `name` on the server `admin_url` points at and return its URL."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return admin_url.set(database=name)
+
+
+def drop_database(admin_url: URL, name: str) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def db_url() -> Iterator[URL]:
+    """URL of a throwaway, fully migrated database next to the one DATABASE_URL names."""
+    admin_url = get_settings().sqlalchemy_url
+    name = f"test_worker_{uuid.uuid4().hex[:12]}"
+    try:
+        url = create_database(admin_url, name)
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        _fail_or_skip(f"PostgreSQL is not reachable at {admin_url!r}: {reason}")
+        raise
+    try:
+        migrate(url)
+        yield url
+    finally:
+        drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def db_engine(db_url: URL) -> Iterator[Engine]:
+    """Engine of the throwaway database; code under test calling `get_engine()` gets it too."""
+    engine = create_engine(db_url, pool_size=2, max_overflow=5)
+    with db.engine_installed(engine):
+        yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_connection(db_engine: Engine) -> Iterator[Connection]:
+    """A connection inside an outer transaction that is rolled back after the test."""
+    with db_engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            with db.sessions_joined_to(connection):
+                yield connection
+        finally:
+            transaction.rollback()
+
+
+@pytest.fixture
+def db_session(db_connection: Connection) -> Iterator[Session]:
+    """A session on the test's connection; its (and every task's) commits become savepoints."""
+    session = Session(
+        bind=db_connection,
+        join_transaction_mode="create_savepoint",
+        autoflush=False,
+        expire_on_commit=False,
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _app() -> Celery:
+    from worker.app import app
+
+    app.loader.import_default_modules()
+    return app
+
+
+@pytest.fixture
+def eager_tasks() -> Iterator[Celery]:
+    """Run tasks inline in the test (exceptions propagate); the app's settings come back after."""
+    app = _app()
+    keys = ("task_always_eager", "task_eager_propagates", "task_store_eager_result")
+    saved: dict[str, Any] = {key: app.conf.get(key) for key in keys}
+    app.conf.update(
+        task_always_eager=True, task_eager_propagates=True, task_store_eager_result=False
+    )
+    try:
+        yield app
+    finally:
+        app.conf.update(saved)
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[Any]:
+    """A fakeredis client, empty for each test, for code that talks to Redis directly."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis()
+    try:
+        yield client
+    finally:
+        client.flushall()
+        client.close()
