@@ -31,8 +31,8 @@ result_serializer = "json"
 accept_content = ["json"]
 event_serializer = "json"
 
-task_default_queue = "worker"
-task_queues = (Queue("worker"),)
+task_default_queue = _settings.task_queue
+task_queues = (Queue(_settings.task_queue),)
 task_create_missing_queues = False
 
 task_acks_late = True

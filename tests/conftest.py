@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
+from tests.livecelery import LiveStack
+from worker.config import get_settings
+from worker.devservices import mask_url
 from worker.models import Post, User
 
 _ids = itertools.count(1)
@@ -47,3 +58,67 @@ def make_post(db_session: Session, make_user: Callable[..., User]) -> Callable[.
         return post
 
     return make
+
+
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def live_env(database_url: URL, redis_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a worker process: its own database, Redis, queue and app name."""
+    tag = uuid.uuid4().hex[:8]
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "REDIS_URL": redis_url,
+        "TASK_QUEUE": f"test-{tag}",
+        "APP_NAME": f"t{tag}",
+        **extra,
+    }
+
+
+@pytest.fixture
+def live_redis_url() -> str:
+    """The configured Redis server, on the test database index (TEST_REDIS_DB, default 15).
+
+    Tests share it safely because each uses a queue of its own (see `live_env`).
+    """
+    url = redis_url_with_db(get_settings().redis_url.get_secret_value(), TEST_REDIS_DB)
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError as error:
+        message = f"Redis is not reachable at {mask_url(url)}: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def live_stack(committed_db_url: URL, live_redis_url: str, tmp_path: Path) -> Iterator[LiveStack]:
+    """Start real workers against a fresh database and a Redis database of the test's own."""
+    stack = LiveStack(live_env(committed_db_url, live_redis_url), tmp_path)
+    try:
+        yield stack
+    finally:
+        stack.shutdown()
+        client = redis.Redis.from_url(live_redis_url)
+        client.delete(stack.queue)
+        client.close()
+
+
+@pytest.fixture
+def live_db(committed_db_url: URL) -> Iterator[Engine]:
+    """An engine on the live test database, for Given steps and Then assertions."""
+    engine = create_engine(committed_db_url, poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

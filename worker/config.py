@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     db_pool_recycle: Annotated[int, Field(ge=-1)] = 1800
     db_echo_sql: bool = False
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    task_queue: Annotated[
+        str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    ] = "worker"
     app_name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")] = (
         "worker"
     )

@@ -144,3 +144,23 @@ class TaskFailure(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     first_failed_at: Mapped[datetime] = _created_at()
     last_failed_at: Mapped[datetime] = _created_at()
+
+
+class OutboxMessage(Base):
+    """A task written in the API's own transaction, published to Redis later by the relay."""
+
+    __tablename__ = "task_outbox"
+    __table_args__ = (
+        Index("ix_task_outbox_pending", "id", postgresql_where=text("sent_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(255), unique=True)
+    task_name: Mapped[str] = mapped_column(String(200))
+    args: Mapped[Any] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    kwargs: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    options: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = _created_at()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from worker import db
 from worker.config import get_settings
@@ -49,31 +50,31 @@ def _fail_or_skip(message: str) -> None:
     pytest.skip(message)
 
 
-def create_database(admin_url: URL, name: str) -> URL:
-    """CREATE DATABASE `name` on the server `admin_url` points at and return its URL."""
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+def create_database(admin_url: URL, name: str, template: str | None = None) -> URL:
+    """CREATE DATABASE `name` (optionally copying `template`) on `admin_url`'s server."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    with admin.connect() as connection:
+        connection.execute(text(statement))
     return admin_url.set(database=name)
 
 
 def drop_database(admin_url: URL, name: str) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    """DROP DATABASE `name`, disconnecting anyone still using it."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _unique_name(kind: str) -> str:
+    return f"test_worker_{kind}_{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="session")
-def db_url() -> Iterator[URL]:
-    """URL of a throwaway, fully migrated database next to the one DATABASE_URL names."""
+def db_template() -> Iterator[tuple[URL, str]]:
+    """A migrated template database; every test database is a cheap copy of it."""
     admin_url = get_settings().sqlalchemy_url
-    name = f"test_worker_{uuid.uuid4().hex[:12]}"
+    name = _unique_name("tmpl")
     try:
         url = create_database(admin_url, name)
     except OperationalError as error:
@@ -82,6 +83,30 @@ def db_url() -> Iterator[URL]:
         raise
     try:
         migrate(url)
+        yield admin_url, name
+    finally:
+        drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
+    """URL of the session's throwaway, migrated database next to the one DATABASE_URL names."""
+    admin_url, template = db_template
+    name = _unique_name("db")
+    url = create_database(admin_url, name, template=template)
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, name)
+
+
+@pytest.fixture
+def committed_db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
+    """A fresh migrated database for one test whose code commits for real (e.g. a live worker)."""
+    admin_url, template = db_template
+    name = _unique_name("live")
+    url = create_database(admin_url, name, template=template)
+    try:
         yield url
     finally:
         drop_database(admin_url, name)

@@ -1,0 +1,5 @@
+"""Entry point for `python -m worker`."""
+
+from worker.cli import main
+
+main()
