@@ -1,0 +1,101 @@
+"""Fixtures of the fault suite: a throwaway PostgreSQL and Redis per test, and a figures summary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from tests.conftest import live_env
+from tests.livecelery import LiveStack
+from worker.devservices import MissingBinary, PostgresServer, RedisServer
+from worker.testing import migrate
+
+FIGURES = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    # make test runs without -s: the figures are repeated here so a CI log and the closing note
+    # can quote them.
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("fault suite figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record this test's one line of figures for the end-of-session summary."""
+    lines = request.config.stash.setdefault(FIGURES, [])
+
+    def record(line: str) -> None:
+        lines.append(line)
+        print(line)
+
+    return record
+
+
+def _missing(error: MissingBinary) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(str(error), pytrace=False)
+    pytest.skip(str(error))
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A throwaway, migrated PostgreSQL cluster on a free port; this test may break it."""
+    server = PostgresServer(tmp_path / "pg")
+    try:
+        server.start()
+    except MissingBinary as error:
+        _missing(error)
+    try:
+        migrate(server.url)
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(server.data_dir, ignore_errors=True)  # keep the log, not 40 MB of data
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A throwaway redis-server on a free port (indirect parameter: its password)."""
+    server = RedisServer(tmp_path / "redis", password=getattr(request, "param", None))
+    try:
+        server.start()
+    except MissingBinary as error:
+        _missing(error)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def db(pg: PostgresServer) -> Iterator[Engine]:
+    """An engine on the throwaway cluster for Given steps and Then checks (no pool to go stale)."""
+    engine = create_engine(pg.url, poolclass=NullPool)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def stack(pg: PostgresServer, broker: RedisServer, tmp_path: Path) -> Iterator[LiveStack]:
+    """Live workers against this test's own servers; whatever is left running is killed after."""
+    live = LiveStack(live_env(make_url(pg.url), broker.url), tmp_path)
+    try:
+        yield live
+    finally:
+        for worker in live.workers:
+            worker.stop(timeout=10)  # SIGKILL after 10 s: a fault may have left a task stuck

@@ -1,0 +1,104 @@
+"""Given and Then steps shared by the fault tests: rows to work on, counts, lock waiters, logs."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from celery import Celery
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from tests.livecelery import LiveStack, LiveWorker
+
+RECORD_VIEW = "tasks.posts.record_view"  # by name, as a producer that imports nothing of ours
+
+
+def add_posts(engine: Engine, count: int) -> list[int]:
+    """`count` posts by one new author; their ids."""
+    with engine.begin() as connection:
+        author = connection.scalar(
+            text(
+                "INSERT INTO users (email, name, password_hash) "
+                "VALUES ('author@example.test', 'Author', 'x') RETURNING id"
+            )
+        )
+        return list(
+            connection.execute(
+                text(
+                    "INSERT INTO posts (title, body, slug, author_id) "
+                    "SELECT 'P' || g, 'b', 'slug-' || g, :author FROM generate_series(1, :n) g "
+                    "RETURNING id"
+                ),
+                {"n": count, "author": author},
+            ).scalars()
+        )
+
+
+def scalar(engine: Engine, sql: str, **params: object) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(text(sql), params) or 0)
+
+
+def total_views(engine: Engine) -> int:
+    return scalar(engine, "SELECT coalesce(sum(view_count), 0) FROM posts")
+
+
+def processed(engine: Engine) -> int:
+    return scalar(engine, "SELECT count(*) FROM processed_tasks")
+
+
+def failures(engine: Engine) -> int:
+    return scalar(engine, "SELECT count(*) FROM task_failures")
+
+
+def views_by_post(engine: Engine) -> dict[int, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, view_count FROM posts")).all()
+    return {int(row[0]): int(row[1]) for row in rows}
+
+
+def reachable_count(engine: Engine, counter: str = "processed") -> int | None:
+    """`processed(engine)` (or total views), or None while the server is down or restarting."""
+    try:
+        return processed(engine) if counter == "processed" else total_views(engine)
+    except OperationalError:
+        return None
+
+
+def lock_waiters(engine: Engine, app_name: str) -> set[int]:
+    """OS pids of worker processes whose database backend is waiting on a lock."""
+    with engine.connect() as connection:
+        names = connection.scalars(
+            text(
+                "SELECT application_name FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND application_name LIKE :prefix"
+            ),
+            {"prefix": f"{app_name}:%"},
+        ).all()
+    return {int(name.rsplit(":", 1)[1]) for name in names}
+
+
+def send_views(stack: LiveStack, client: Celery, posts: list[int], count: int, tag: str) -> None:
+    """`count` record_view messages spread round-robin over `posts`, with readable task ids."""
+    for i in range(count):
+        stack.send(client, RECORD_VIEW, posts[i % len(posts)], task_id=f"{tag}-{i}")
+
+
+def log_count(worker: LiveWorker, pattern: str) -> int:
+    return len(re.findall(pattern, worker.log()))
+
+
+def wait_for_count(
+    engine: Engine, target: int, timeout: float, counter: str = "processed"
+) -> float:
+    """Poll until `target` tasks are recorded (surviving server outages); seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    last: int | None = None
+    while time.monotonic() < deadline:
+        last = reachable_count(engine, counter)
+        if last is not None and last >= target:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s: {counter} = {last}, wanted {target}")
