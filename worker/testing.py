@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,28 +89,30 @@ def db_template() -> Iterator[tuple[URL, str]]:
         drop_database(admin_url, name)
 
 
-@pytest.fixture(scope="session")
-def db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
-    """URL of the session's throwaway, migrated database next to the one DATABASE_URL names."""
-    admin_url, template = db_template
-    name = _unique_name("db")
-    url = create_database(admin_url, name, template=template)
+@contextmanager
+def database_copy(template: tuple[URL, str], kind: str) -> Iterator[URL]:
+    """A new database copied from the migrated template, dropped on exit."""
+    admin_url, template_name = template
+    name = _unique_name(kind)
+    url = create_database(admin_url, name, template=template_name)
     try:
         yield url
     finally:
         drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
+    """URL of the session's throwaway, migrated database next to the one DATABASE_URL names."""
+    with database_copy(db_template, "db") as url:
+        yield url
 
 
 @pytest.fixture
 def committed_db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
     """A fresh migrated database for one test whose code commits for real (e.g. a live worker)."""
-    admin_url, template = db_template
-    name = _unique_name("live")
-    url = create_database(admin_url, name, template=template)
-    try:
+    with database_copy(db_template, "live") as url:
         yield url
-    finally:
-        drop_database(admin_url, name)
 
 
 @pytest.fixture(scope="session")
