@@ -1,0 +1,57 @@
+"""Faults c and d: PostgreSQL restarted, and down for ten seconds, in the middle of a run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.faults.scenario import (
+    add_posts,
+    failures,
+    log_count,
+    processed,
+    send_views,
+    total_views,
+    views_by_post,
+    wait_for_count,
+)
+from tests.livecelery import LiveStack
+from worker.devservices import PostgresServer
+
+pytestmark = pytest.mark.faults
+
+RETRY_LOG = r"transient database error"
+
+
+def test_c_postgres_restarted_during_2000_views_counts_exactly_2000(
+    stack: LiveStack, pg: PostgresServer, db: Engine, figure: Callable[[str], None]
+) -> None:
+    # Given 20 posts, a worker, and 2,000 record_view messages on their way
+    posts = add_posts(db, 20)
+    worker = stack.start_worker(concurrency=2)
+    with stack.producer() as client:
+        send_views(stack, client, posts, 2000, "c")
+
+    # When PostgreSQL is restarted (fast shutdown: every connection is cut) after ~600 of them
+    wait_for_count(db, 600, timeout=120)
+    restarted_at = processed(db)
+    started = time.monotonic()
+    pg.restart()
+    down = time.monotonic() - started
+    recovered = wait_for_count(db, processed(db) + 1, timeout=60)
+    wait_for_count(db, 2000, timeout=180)
+
+    # Then every view was counted exactly once, and none was dead-lettered
+    views = total_views(db)
+    figure(
+        f"FAULT c: {views}/2000 views, postgres restart ({down:.1f}s) at {restarted_at}, "
+        f"next task applied {recovered:.1f}s after it was back, "
+        f"{log_count(worker, RETRY_LOG)} retries, 0 dead letters"
+    )
+    assert views == 2000
+    assert processed(db) == 2000
+    assert views_by_post(db) == dict.fromkeys(posts, 100)
+    assert failures(db) == 0
