@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,17 +55,26 @@ def _missing(error: MissingBinary) -> None:
 @pytest.fixture
 def pg(tmp_path: Path) -> Iterator[PostgresServer]:
     """A throwaway, migrated PostgreSQL cluster on a free port; this test may break it."""
-    server = PostgresServer(tmp_path / "pg")
+    # Not under tmp_path: as root the cluster runs as user postgres, and every new pytest
+    # session (a CI step, a colleague's run) chmods pytest-of-<user> back to 0700, which
+    # would lock pg_ctl out of a running cluster before the test restarts or stops it.
+    base = Path(tempfile.mkdtemp(prefix="faults-pg-"))
+    server = PostgresServer(base)
     try:
         server.start()
     except MissingBinary as error:
+        shutil.rmtree(base, ignore_errors=True)
         _missing(error)
     try:
         migrate(server.url)
         yield server
     finally:
-        server.stop(mode="immediate")
-        shutil.rmtree(server.data_dir, ignore_errors=True)  # keep the log, not 40 MB of data
+        try:
+            server.stop(mode="immediate")
+        finally:
+            with contextlib.suppress(OSError):  # the log stays with the test's other files
+                shutil.copy(server.log_file, tmp_path / "postgres.log")
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

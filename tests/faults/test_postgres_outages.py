@@ -55,3 +55,38 @@ def test_c_postgres_restarted_during_2000_views_counts_exactly_2000(
     assert processed(db) == 2000
     assert views_by_post(db) == dict.fromkeys(posts, 100)
     assert failures(db) == 0
+
+
+DOWNTIME = 10.0  # seconds, as issue #3 states it
+
+
+def test_d_postgres_down_for_10_seconds_every_task_completes_exactly_once(
+    stack: LiveStack, pg: PostgresServer, db: Engine, figure: Callable[[str], None]
+) -> None:
+    # Given 10 posts, a worker, and 600 record_view messages on their way
+    posts = add_posts(db, 10)
+    worker = stack.start_worker(concurrency=2)
+    with stack.producer() as client:
+        send_views(stack, client, posts, 600, "d")
+
+    # When PostgreSQL goes away for ten seconds after ~150 of them
+    wait_for_count(db, 150, timeout=120)
+    pg.stop()
+    stopped_at = time.monotonic()
+    time.sleep(DOWNTIME)  # the outage itself: the worker retries against a closed port meanwhile
+    pg.start()
+    down = time.monotonic() - stopped_at
+    processed_when_down = processed(db)
+    took = wait_for_count(db, 600, timeout=240)
+
+    # Then every task completed exactly once, none was dead-lettered
+    views = total_views(db)
+    figure(
+        f"FAULT d: {views}/600 views, postgres down {down:.1f}s at {processed_when_down}, "
+        f"all done {took:.1f}s after it was back, {log_count(worker, RETRY_LOG)} retries, "
+        f"{failures(db)} dead letters"
+    )
+    assert views == 600
+    assert processed(db) == 600
+    assert views_by_post(db) == dict.fromkeys(posts, 60)
+    assert failures(db) == 0
