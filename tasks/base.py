@@ -12,10 +12,11 @@ from celery.exceptions import Retry
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker import ledger
+from worker import deliveries, ledger
 from worker.config import get_settings
 from worker.contracts import validate_arguments
 from worker.db import session_scope
+from worker.deliveries import PoisonMessage
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,25 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def backoff_seconds(retries: int, cap: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, 2**retries)]."""
-    return random.uniform(0, min(cap, 2.0**retries))
+BACKOFF_BASE_SECONDS = 2.0
+
+
+def backoff_bounds(
+    retries: int, cap: float, base: float = BACKOFF_BASE_SECONDS
+) -> tuple[float, float]:
+    """The range the delay before retry `retries + 1` is drawn from: [step / 2, step].
+
+    step = min(cap, base * 2**retries). Keeping half of each step (equal jitter) means the
+    default 5 retries span at least 31 s, so a database that is down for 10 s is outlasted.
+    """
+    step = min(cap, base * 2.0 ** min(retries, 64))
+    return step / 2, step
+
+
+def backoff_seconds(retries: int, cap: float, base: float = BACKOFF_BASE_SECONDS) -> float:
+    """Exponential backoff with equal jitter: uniform within `backoff_bounds`."""
+    low, high = backoff_bounds(retries, cap, base)
+    return random.uniform(low, high)
 
 
 class DatabaseTask(Task):  # type: ignore[type-arg]
@@ -56,11 +73,15 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
     abstract = True
     # Celery's own retry-on-exception is off: transient faults are classified in `__call__`.
     autoretry_for = ()
+    # Oversized messages are refused before their body is decoded (MAX_MESSAGE_BYTES).
+    Strategy = "worker.refusals:size_limited_strategy"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        delivery = self.request.delivery_info
+        if delivery and delivery.get("redelivered") and self._delivery_cap_reached(args, kwargs):
+            return None
         try:
-            contract = validate_arguments(self.name, args, kwargs)
-            return self.run(**contract.model_dump())
+            return self.run(**self.validate(args, kwargs))
         except Retry:
             raise
         except Exception as error:
@@ -68,6 +89,36 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
                 self._retry_later(error)
             self.dead_letter(args, kwargs, error)
             raise
+
+    def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments for `run`, checked against the task's contract.
+
+        Runs before any database work; a task defined outside `worker.contracts` overrides it.
+        """
+        return validate_arguments(self.name, args, kwargs).model_dump()
+
+    def _delivery_cap_reached(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Dead-letter a redelivered message whose earlier deliveries all died (MAX_DELIVERIES)."""
+        task_id = self.request.id
+        if task_id is None:
+            return False
+        earlier = deliveries.count_redelivery(task_id, self.request.retries or 0)
+        limit = get_settings().max_deliveries
+        if earlier < limit:
+            log.warning(
+                "%s[%s] redelivered, an earlier delivery did not finish (delivery %d of %d)",
+                self.name,
+                task_id,
+                earlier + 1,
+                limit,
+            )
+            return False
+        error = PoisonMessage(
+            f"delivered {earlier} times without finishing: its worker process died "
+            "(crash, OOM kill or hard time limit); not run again"
+        )
+        self.dead_letter(args, kwargs, error, attempts=earlier)
+        return True
 
     def _retry_later(self, error: Exception) -> None:
         """Schedule another attempt with backoff; returns only when the retries are used up."""
@@ -106,11 +157,19 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
             return work(session)
 
     def dead_letter(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], error: BaseException
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        error: BaseException,
+        attempts: int | None = None,
     ) -> None:
-        """Record a task that failed for good in `task_failures`, so no failure is silent."""
+        """Record a task that failed for good in `task_failures`, so no failure is silent.
+
+        `attempts` defaults to the runs so far: the first one plus every retry.
+        """
         task_id = self.request.id or "unknown"
-        attempts = (self.request.retries or 0) + 1
+        if attempts is None:
+            attempts = (self.request.retries or 0) + 1
         log.error("%s[%s] failed for good: %s: %s", self.name, task_id, type(error).__name__, error)
         try:
             with session_scope() as session:

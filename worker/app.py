@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import task_rejected, task_unknown, worker_process_init, worker_process_shutdown
 
-from worker import db
+from worker import db, refusals
 from worker.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -26,3 +26,14 @@ def _create_engine_in_child(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _dispose_engine_in_child(**_: Any) -> None:
     db.dispose_engine()
+
+
+@task_rejected.connect
+def _dead_letter_refused_message(message: Any, exc: BaseException | None, **_: Any) -> None:
+    # Too large, not JSON (pickle, yaml) or malformed: Celery dropped it without running it.
+    refusals.record_refusal(message, exc)
+
+
+@task_unknown.connect
+def _dead_letter_unknown_task(message: Any, exc: BaseException, **_: Any) -> None:
+    refusals.record_refusal(message, exc)

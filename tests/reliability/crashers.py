@@ -1,0 +1,54 @@
+"""Tasks that kill their own pool process, for tests only: load them with `celery worker -I`.
+
+    stack.start_worker(extra_args=["-I", CRASHERS_MODULE])
+
+They are `DatabaseTask`s, so the delivery cap (MAX_DELIVERIES) applies to them exactly as to the
+real tasks. `exit_unless_marked` dies on each delivery until its marker file exists, then counts
+a view: a message that crashes once is redelivered and applied exactly once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+
+from tasks.base import DatabaseTask
+from worker import posts
+
+CRASHERS_MODULE = "tests.reliability.crashers"
+EXIT = "tests.crash.exit"
+SEGFAULT = "tests.crash.segfault"
+EXIT_UNLESS_MARKED = "tests.crash.exit_unless_marked"
+
+
+class CrashingTask(DatabaseTask):
+    """No contract in `worker.contracts`: keyword arguments are passed through as sent."""
+
+    abstract = True
+
+    def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return dict(kwargs)
+
+
+@shared_task(name=EXIT, base=CrashingTask, bind=True)
+def crash_exit(self: CrashingTask) -> None:
+    """Leave the pool process at once, like an OOM kill would (no cleanup, no ack)."""
+    os._exit(1)
+
+
+@shared_task(name=SEGFAULT, base=CrashingTask, bind=True)
+def crash_segfault(self: CrashingTask) -> None:
+    """Read address 0: a real segmentation fault in the pool process."""
+    ctypes.string_at(0)
+
+
+@shared_task(name=EXIT_UNLESS_MARKED, base=CrashingTask, bind=True)
+def exit_unless_marked(self: CrashingTask, post_id: int, marker: str) -> int | None:
+    """Count a view of `post_id` once `marker` exists; until then, die on every delivery."""
+    if not Path(marker).exists():
+        os._exit(1)
+    return self.apply_once(lambda session: posts.record_view(session, post_id))
