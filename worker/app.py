@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import NotRegistered
 from celery.signals import task_rejected, task_unknown, worker_process_init, worker_process_shutdown
 
 from worker import db, refusals
@@ -35,5 +36,5 @@ def _dead_letter_refused_message(message: Any, exc: BaseException | None, **_: A
 
 
 @task_unknown.connect
-def _dead_letter_unknown_task(message: Any, exc: BaseException, **_: Any) -> None:
-    refusals.record_refusal(message, exc)
+def _dead_letter_unknown_task(message: Any, name: str, **_: Any) -> None:
+    refusals.record_refusal(message, NotRegistered(f"no task named {name!r} in this worker"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC
+from typing import Any
 
 import click
 
@@ -33,3 +35,123 @@ def settings() -> None:
         else:
             shown = value
         click.echo(f"{name.upper()}={shown!s}")
+
+
+@main.group()
+def failures() -> None:
+    """Dead letters (task_failures): list, show, requeue, purge."""
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@failures.command("list")
+@click.option("--task", "task_name", help="Only dead letters of this task name.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+def failures_list(task_name: str | None, limit: int) -> None:
+    """The most recent dead letters, one a line."""
+    from worker import deadletters
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        rows = deadletters.list_failures(session, task_name=task_name, limit=limit)
+        total = deadletters.count_failures(session)
+    if not rows:
+        click.echo("no dead letters")
+        return
+    click.echo(f"{'TASK ID':<36}  {'TASK':<32}  {'ERROR':<22}  TRIES  LAST FAILED (UTC)")
+    for row in rows:
+        when = row.last_failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{_short(row.task_id, 36):<36}  {_short(row.task_name, 32):<32}  "
+            f"{_short(row.error_class, 22):<22}  {row.attempts:>5}  {when}"
+        )
+    click.echo(f"{len(rows)} of {total} dead letters shown")
+
+
+@failures.command("show")
+@click.argument("task_id")
+def failures_show(task_id: str) -> None:
+    """Everything recorded about one dead letter."""
+    import json
+
+    from worker import deadletters
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        row = deadletters.get_failure(session, task_id)
+    if row is None:
+        raise click.ClickException(f"no dead letter with task id {task_id!r}")
+    for label, value in (
+        ("task id", row.task_id),
+        ("task", row.task_name),
+        ("args", json.dumps(row.args)),
+        ("kwargs", json.dumps(row.kwargs)),
+        ("error", f"{row.error_class}: {row.error_message}"),
+        ("attempts", row.attempts),
+        ("first failed", row.first_failed_at.isoformat()),
+        ("last failed", row.last_failed_at.isoformat()),
+    ):
+        click.echo(f"{label + ':':<14}{value}")
+
+
+@failures.command("retry")
+@click.argument("task_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
+@click.option("--task", "task_name", help="With --all: only dead letters of this task name.")
+def failures_retry(task_id: str | None, all_: bool, task_name: str | None) -> None:
+    """Publish dead letters again as new tasks; each is deleted once it is published."""
+    from worker import deadletters
+    from worker.app import app
+    from worker.db import session_scope
+
+    if (task_id is None) == (not all_):
+        raise click.UsageError("give a TASK_ID or --all")
+    queue = get_settings().task_queue
+
+    def publish(name: str, args: list[Any], kwargs: dict[str, Any], new_id: str) -> None:
+        app.send_task(name, args=args, kwargs=kwargs, task_id=new_id, queue=queue)
+
+    if task_id is not None:
+        ids = [task_id]
+    else:
+        with session_scope() as session:
+            rows = deadletters.list_failures(session, task_name=task_name, limit=1_000_000)
+            ids = [row.task_id for row in rows]
+    problems = 0
+    for current in ids:
+        try:
+            with session_scope() as session:
+                new_id = deadletters.requeue(session, current, publish)
+        except deadletters.CannotRequeue as error:
+            problems += 1
+            click.echo(f"not requeued: {error}", err=True)
+            continue
+        click.echo(f"requeued {current} as {new_id}")
+    if problems:
+        raise click.ClickException(f"{problems} of {len(ids)} dead letters were not requeued")
+    if not ids:
+        click.echo("no dead letters")
+
+
+@failures.command("purge")
+@click.argument("task_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Delete every dead letter.")
+@click.option("--older-than", type=click.IntRange(0), metavar="DAYS", help="Last failed before.")
+def failures_purge(task_id: str | None, all_: bool, older_than: int | None) -> None:
+    """Delete one dead letter, those older than DAYS, or all of them."""
+    from datetime import timedelta
+
+    from worker import deadletters
+    from worker.db import session_scope
+
+    if sum((task_id is not None, all_, older_than is not None)) != 1:
+        raise click.UsageError("give exactly one of TASK_ID, --all or --older-than DAYS")
+    age = timedelta(days=older_than) if older_than is not None else None
+    with session_scope() as session:
+        removed = deadletters.purge(session, task_id=task_id, older_than=age)
+    if task_id is not None and not removed:
+        raise click.ClickException(f"no dead letter with task id {task_id!r}")
+    click.echo(f"purged {removed} dead letter{'s' if removed != 1 else ''}")
