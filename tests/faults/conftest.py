@@ -30,7 +30,7 @@ def pytest_terminal_summary(
     lines = config.stash.get(FIGURES, [])
     if lines:
         terminalreporter.section("fault suite figures")
-        for line in lines:
+        for line in sorted(lines):  # FAULT a, b, c...
             terminalreporter.write_line(line)
 
 

@@ -102,3 +102,22 @@ def wait_for_count(
             return time.monotonic() - started
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s: {counter} = {last}, wanted {target}")
+
+
+def recovery_after_restart(engine: Engine) -> tuple[float, float]:
+    """Seconds from the server's (re)start to the first task committed after it, and the
+    whole stall: from the last task committed before the outage to that first one after."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "WITH up AS (SELECT pg_postmaster_start_time() AS at), "
+                "after AS (SELECT min(finished_at) AS at FROM processed_tasks, up "
+                "          WHERE finished_at >= up.at), "
+                "before AS (SELECT max(finished_at) AS at FROM processed_tasks, up "
+                "           WHERE finished_at < up.at) "
+                "SELECT extract(epoch FROM after.at - up.at), "
+                "       extract(epoch FROM after.at - before.at) "
+                "FROM up, after, before"
+            )
+        ).one()
+    return float(row[0]), float(row[1])
