@@ -20,6 +20,7 @@ from tests.livecelery import LiveStack
 from worker.config import get_settings
 from worker.devservices import mask_url
 from worker.models import Post, User
+from worker.testing import as_runtime_role
 
 _ids = itertools.count(1)
 
@@ -103,8 +104,12 @@ def live_redis_url() -> str:
 
 @pytest.fixture
 def live_stack(committed_db_url: URL, live_redis_url: str, tmp_path: Path) -> Iterator[LiveStack]:
-    """Start real workers against a fresh database and a Redis database of the test's own."""
-    stack = LiveStack(live_env(committed_db_url, live_redis_url), tmp_path)
+    """Start real workers against a fresh database and a Redis database of the test's own.
+
+    The workers log in as the runtime role (only the privileges the tasks need); `live_db`
+    and test setup use the owner.
+    """
+    stack = LiveStack(live_env(as_runtime_role(committed_db_url), live_redis_url), tmp_path)
     try:
         yield stack
     finally:

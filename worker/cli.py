@@ -7,6 +7,7 @@ from datetime import UTC
 from typing import Any
 
 import click
+from sqlalchemy import text
 
 from worker.config import ConfigError, get_settings
 from worker.devservices import mask_url
@@ -155,3 +156,56 @@ def failures_purge(task_id: str | None, all_: bool, older_than: int | None) -> N
     if task_id is not None and not removed:
         raise click.ClickException(f"no dead letter with task id {task_id!r}")
     click.echo(f"purged {removed} dead letter{'s' if removed != 1 else ''}")
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database administration, run as the schema owner (DATABASE_URL)."""
+
+
+@db_group.command("create-runtime-role")
+@click.argument("name")
+@click.option(
+    "--password-env",
+    metavar="VAR",
+    help="Environment variable holding the role's password (never a command-line argument).",
+)
+def db_create_runtime_role(name: str, password_env: str | None) -> None:
+    """Create or update NAME: a LOGIN role with only the privileges the tasks need.
+
+    Run it in the worker's database after each migration, then give the worker a DATABASE_URL
+    that logs in as NAME. Migrations keep running as the owner.
+    """
+    import os
+
+    from worker import roles
+    from worker.db import get_engine
+
+    password = None
+    if password_env is not None:
+        # Read here, not in Settings: it is this command's input, not the worker's configuration.
+        password = os.environ.get(password_env)
+        if not password:
+            raise click.ClickException(f"{password_env} is not set or empty")
+    try:
+        with get_engine().begin() as connection:
+            created = roles.create_runtime_role(connection, name, password)
+            database = connection.scalar(text("SELECT current_database()"))
+            can_create = roles.can_create_in_schema(connection, name)
+    except roles.RoleError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"{'created' if created else 'updated'} role {name} in database {database}: "
+        f"{'password set, ' if password else ''}only the privileges the tasks need"
+    )
+    for grant in roles.RUNTIME_GRANTS:
+        parts = list(grant.privileges)
+        parts += [f"SELECT ({', '.join(grant.select_columns)})"] if grant.select_columns else []
+        parts += [f"UPDATE ({', '.join(grant.update_columns)})"] if grant.update_columns else []
+        click.echo(f"  {grant.table}: {', '.join(parts)}")
+    if can_create:
+        click.echo(
+            f"warning: {name} can still CREATE in schema public through PUBLIC (PostgreSQL < 15); "
+            "run REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            err=True,
+        )

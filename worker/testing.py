@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from worker import db
+from worker import db, roles
 from worker.config import get_settings
 
 if TYPE_CHECKING:
@@ -43,6 +43,32 @@ def migrate(url: URL | str, revision: str = "head") -> None:
     config.attributes["url"] = url
     config.attributes["configure_logger"] = False
     command.upgrade(config, revision)
+
+
+# Live workers in tests log in as this role (cluster-wide, so one name, created idempotently).
+TEST_RUNTIME_ROLE = "worker_test_runtime"
+
+
+def grant_runtime_role(admin_url: URL, database_url: URL, role: str = TEST_RUNTIME_ROLE) -> None:
+    """Create `role` if missing and give it the worker's runtime privileges in `database_url`.
+
+    Done on the template, so every database copied from it has the grants already.
+    """
+    admin = create_engine(admin_url, poolclass=NullPool)
+    with admin.begin() as connection:
+        # Test sessions running at once would otherwise race on the same pg_authid row.
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:role))"), {"role": role})
+        roles.ensure_role(connection, role)
+    admin.dispose()
+    template = create_engine(database_url, poolclass=NullPool)
+    with template.begin() as connection:
+        roles.grant_runtime_privileges(connection, role)
+    template.dispose()
+
+
+def as_runtime_role(url: URL, role: str = TEST_RUNTIME_ROLE) -> URL:
+    """`url` logging in as the test runtime role (no password: the test server trusts it)."""
+    return url.set(username=role, password=None)
 
 
 def _fail_or_skip(message: str) -> None:
@@ -84,6 +110,7 @@ def db_template() -> Iterator[tuple[URL, str]]:
         raise
     try:
         migrate(url)
+        grant_runtime_role(admin_url, url)
         yield admin_url, name
     finally:
         drop_database(admin_url, name)
