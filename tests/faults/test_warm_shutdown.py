@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -42,9 +43,12 @@ def test_f_sigterm_under_load_then_a_new_worker_loses_and_doubles_nothing(
 
     # Then every view is counted exactly once
     views = total_views(db)
+    handed_back = re.findall(r"Restoring (\d+) unacknowledged message", first.log())
+    restored = sum(map(int, handed_back))
     figure(
-        f"FAULT f: {views}/{VIEWS} views, SIGTERM after {by_first} (exit {exit_code}), "
-        f"new worker applied the other {VIEWS - by_first} in {took:.1f}s"
+        f"FAULT f: {views}/{VIEWS} views, SIGTERM after {by_first} (exit {exit_code}, "
+        f"{restored} prefetched message(s) handed back), new worker applied the other "
+        f"{VIEWS - by_first} in {took:.1f}s"
     )
     assert exit_code == 0
     assert by_first < VIEWS
