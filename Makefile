@@ -11,12 +11,13 @@ STAMP := $(VENV)/.installed
 # Load the URLs of the PostgreSQL and Redis in use (the configured ones, or project-local ones).
 WITH_SERVICES := set -a && . ./$(SERVICES_ENV) && set +a &&
 
-.PHONY: help install services migrate run worker beat test test-fast lint format bench bench-smoke stop-services clean
+.PHONY: help install services migrate run worker beat test test-fast lint format bench bench-smoke stop-services clean example
 
 help:
 	@echo "make run    - install if needed, make sure PostgreSQL and Redis are up, migrate, start worker + beat"
 	@echo "make test   - lint, then the whole test suite (unit, eager, live worker, faults, API example)"
 	@echo "make lint   - ruff and mypy (strict on worker/ and tasks/)"
+	@echo "make example - the example FastAPI service (examples/api) on :8000, with a worker + beat"
 	@echo "make bench  - benchmarks: prints a table, writes benchmarks/results/"
 	@echo "make stop-services - stop the project-local PostgreSQL/Redis that make started, if any"
 
@@ -52,6 +53,8 @@ format: install
 
 test: lint services
 	@$(WITH_SERVICES) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@# The example API's own suite, run from its folder the way an API team runs theirs.
+	@$(WITH_SERVICES) cd examples/api && ../../$(BIN)/python -m pytest $(EXAMPLE_PYTEST_ARGS)
 
 test-fast: services
 	@$(WITH_SERVICES) $(BIN)/python -m pytest -m "not faults and not integration" $(PYTEST_ARGS)
@@ -61,6 +64,10 @@ bench: services
 
 bench-smoke: services
 	@$(WITH_SERVICES) $(BIN)/python -m benchmarks --smoke $(BENCH_ARGS)
+
+example: migrate
+	@$(WITH_SERVICES) $(BIN)/python examples/api/run.py --port $(or $(EXAMPLE_PORT),8000) \
+		--schedule $(LOCAL)/celerybeat-schedule-example
 
 stop-services: install
 	@$(BIN)/python -m worker.devservices stop --dir $(LOCAL)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from celery.schedules import crontab
 from kombu import Queue
 
+from worker import contracts
 from worker.config import get_settings
 from worker.contracts import DEACTIVATE_DORMANT_USERS, PRUNE_PROCESSED_TASKS
 
@@ -24,7 +25,12 @@ broker_heartbeat = 0
 result_backend = None
 task_ignore_result = True
 
-include = ["tasks.posts", "tasks.users", "tasks.maintenance"]
+include = [
+    "tasks.posts",
+    "tasks.users",
+    "tasks.maintenance",
+    "tasks.outbox",
+]
 
 task_serializer = "json"
 result_serializer = "json"
@@ -59,5 +65,11 @@ beat_schedule = {
     "prune-processed-tasks-hourly": {
         "task": PRUNE_PROCESSED_TASKS,
         "schedule": timedelta(hours=1),
+    },
+    # Outbox rows wait at most this long; a run that expires unstarted is simply skipped.
+    "relay-outbox": {
+        "task": contracts.OUTBOX_RELAY,
+        "schedule": timedelta(seconds=2),
+        "options": {"expires": 10},
     },
 }

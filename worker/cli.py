@@ -39,6 +39,67 @@ def settings() -> None:
 
 
 @main.group()
+def outbox() -> None:
+    """The transactional outbox: relay pending tasks to the broker, inspect, prune."""
+
+
+@outbox.command("relay")
+@click.option("--once/--loop", default=True, help="Relay what is pending and exit, or keep going.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between loop rounds.")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
+def outbox_relay(once: bool, interval: float, batch_size: int) -> None:
+    """Publish pending outbox rows in order and mark them sent (safe to run several at once)."""
+    import signal
+    import threading
+
+    from worker.outbox import relay
+
+    if once:
+        report = relay(batch_size=batch_size)
+        click.echo(f"published {report.sent}, dead-lettered {report.dead_lettered}")
+        if report.error is not None:
+            raise click.ClickException(f"rows stay pending, the broker failed: {report.error}")
+        return
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set():
+            relay(batch_size=batch_size)
+            stopping.wait(interval)
+    except KeyboardInterrupt:
+        pass
+
+
+@outbox.command("status")
+def outbox_status() -> None:
+    """Print pending rows, the age of the oldest, and the latest publish error."""
+    from worker.db import session_scope
+    from worker.outbox import status
+
+    with session_scope() as session:
+        current = status(session)
+    oldest = current.oldest_pending_seconds
+    age = "-" if oldest is None else f"{oldest:.0f}s"
+    click.echo(f"pending={current.pending} oldest={age} failing={current.failing}")
+    if current.last_error:
+        click.echo(f"last_error={current.last_error}")
+
+
+@outbox.command("prune")
+@click.option("--older-than-days", default=7, show_default=True, type=click.IntRange(1))
+def outbox_prune(older_than_days: int) -> None:
+    """Delete rows that were sent more than N days ago."""
+    from datetime import timedelta
+
+    from worker.db import session_scope
+    from worker.outbox import prune_sent
+
+    with session_scope() as session:
+        removed = prune_sent(session, timedelta(days=older_than_days))
+    click.echo(f"removed {removed} sent rows")
+
+
+@main.group()
 def failures() -> None:
     """Dead letters (task_failures): list, show, requeue, purge."""
 

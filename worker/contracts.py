@@ -14,6 +14,7 @@ FLUSH_VIEW_COUNTS: Final = "tasks.posts.flush_view_counts"
 DEACTIVATE_USER: Final = "tasks.users.deactivate_user"
 DEACTIVATE_DORMANT_USERS: Final = "tasks.users.deactivate_dormant_users"
 PRUNE_PROCESSED_TASKS: Final = "tasks.maintenance.prune_processed_tasks"
+OUTBOX_RELAY: Final = "tasks.outbox.relay_outbox"
 
 RowId = Annotated[StrictInt, Field(ge=1, le=BIGINT_MAX)]
 
@@ -48,6 +49,7 @@ CONTRACTS: Final[dict[str, type[TaskArgs]]] = {
     DEACTIVATE_DORMANT_USERS: DeactivateDormantUsersArgs,
     FLUSH_VIEW_COUNTS: NoArgs,
     PRUNE_PROCESSED_TASKS: NoArgs,
+    OUTBOX_RELAY: NoArgs,
 }
 
 
