@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -102,22 +103,31 @@ def test_runtime_role_with_a_password_runs_tasks_and_no_password_leaks(
                 stack.send(client, "tasks.posts.record_view", 424_242, task_id="missing")
             wait_until(lambda: views(owner, post) == 1, 60, what="the view")
             wait_until(lambda: failure(owner, "missing"), 60, what="the dead letter")
+            # And an operator asks the worker for its configuration
+            node = f"{worker.name}@{socket.gethostname()}"
+            inspect = subprocess.run(
+                [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "conf", "-d", node],
+                cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
             log = worker.log()
         finally:
             stack.shutdown()
 
         # And the password is nowhere: not in the server's statement log (only a SCRAM
-        # verifier was sent), the command's output, the worker's DEBUG log, or dead letters
+        # verifier was sent), the command output, the DEBUG log, inspect conf or dead letters
         server_log = pg.log_file.read_text(errors="replace")
         assert "ALTER ROLE" in server_log
         assert "SCRAM-SHA-256$4096:" in server_log
         assert "UPDATE posts" in log
+        assert inspect.returncode == 0, inspect.stderr
+        assert "broker_url" in inspect.stdout
         with owner.connect() as connection:
             rows = connection.scalars(text("SELECT t::text FROM task_failures t")).all()
         for where, content in {
             "server log": server_log,
             "command output": created.stdout + created.stderr,
             "worker log": log,
+            "inspect conf": inspect.stdout + inspect.stderr,
             "task_failures": "\n".join(rows),
         }.items():
             assert CANARY not in content, where
