@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from tests.conftest import live_env
 from tests.livecelery import LiveStack
 from worker.devservices import MissingBinary, PostgresServer, RedisServer
-from worker.testing import migrate
+from worker.testing import as_runtime_role, grant_runtime_role, migrate
 
 FIGURES = pytest.StashKey[list[str]]()
 
@@ -67,6 +67,7 @@ def pg(tmp_path: Path) -> Iterator[PostgresServer]:
         _missing(error)
     try:
         migrate(server.url)
+        grant_runtime_role(make_url(server.url), make_url(server.url))
         yield server
     finally:
         try:
@@ -103,8 +104,11 @@ def db(pg: PostgresServer) -> Iterator[Engine]:
 
 @pytest.fixture
 def stack(pg: PostgresServer, broker: RedisServer, tmp_path: Path) -> Iterator[LiveStack]:
-    """Live workers against this test's own servers; whatever is left running is killed after."""
-    live = LiveStack(live_env(make_url(pg.url), broker.url), tmp_path)
+    """Live workers against this test's own servers; whatever is left running is killed after.
+
+    The workers log in as the runtime role, as in production; the test's own `db` is the owner.
+    """
+    live = LiveStack(live_env(as_runtime_role(make_url(pg.url)), broker.url), tmp_path)
     try:
         yield live
     finally:

@@ -12,13 +12,14 @@ from collections.abc import Callable
 import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from tests.faults.scenario import RECORD_VIEW, add_posts, failures, processed
 from tests.livecelery import ROOT, LiveStack, wait_until
 from worker.devservices import PostgresServer, RedisServer
+from worker.testing import TEST_RUNTIME_ROLE, as_runtime_role
 
 pytestmark = pytest.mark.faults
 
@@ -26,26 +27,33 @@ CANARY = f"canary-{secrets.token_hex(8)}"  # URL-safe, so it reads the same quot
 
 
 def require_password(pg: PostgresServer, engine: Engine) -> None:
-    """Give role postgres the canary password and make TCP logins use scram-sha-256."""
+    """Give the runtime role the canary password and make its TCP logins use scram-sha-256.
+
+    The owner (postgres) keeps trust, so the test's own checks need no password.
+    """
     with engine.connect() as connection:
-        connection.execute(text(f"ALTER ROLE postgres PASSWORD '{CANARY}'"))
+        connection.execute(text(f"ALTER ROLE {TEST_RUNTIME_ROLE} PASSWORD '{CANARY}'"))
         connection.commit()
     hba = pg.data_dir / "pg_hba.conf"
-    lines = hba.read_text().splitlines()
-    hba.write_text(
-        "\n".join(re.sub(r"trust\s*$", "scram-sha-256", line) if line.startswith("host") else line
-                  for line in lines) + "\n"
-    )  # fmt: skip
+    lines = [
+        re.sub(r"trust\s*$", "scram-sha-256", line) if line.startswith("host") else line
+        for line in hba.read_text().splitlines()
+    ]
+    owner = "host all postgres 127.0.0.1/32 trust"  # first match wins: before the others
+    hba.write_text("\n".join([owner, *lines]) + "\n")
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_reload_conf()"))
 
 
-def refused_without_password(engine: Engine) -> bool:
+def refused_without_password(url: URL) -> bool:
+    engine = create_engine(url, poolclass=NullPool)
     try:
         with engine.connect():
             return False
     except OperationalError:
         return True
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("broker", [CANARY], indirect=True, ids=["requirepass"])
@@ -56,14 +64,14 @@ def test_k_canary_password_is_absent_from_logs_dead_letters_and_inspect_conf(
     db: Engine,
     figure: Callable[[str], None],
 ) -> None:
-    # Given PostgreSQL and Redis that both need the canary password
+    # Given PostgreSQL (for the worker's runtime role) and Redis that need the canary password
     post = add_posts(db, 1)[0]
     require_password(pg, db)
-    wait_until(lambda: refused_without_password(db), 30, 0.1, "password authentication")
+    runtime_url = as_runtime_role(make_url(pg.url))
+    wait_until(lambda: refused_without_password(runtime_url), 30, 0.1, "password logins")
+    database_url = runtime_url.set(password=CANARY)
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=broker.port).ping()
-    database_url = make_url(pg.url).set(password=CANARY)
-    engine = create_engine(database_url, poolclass=NullPool)
     assert CANARY in broker.url
     # and a worker with both passwords in its URLs, logging at DEBUG with SQL echo on
     stack.env.update(
@@ -79,14 +87,14 @@ def test_k_canary_password_is_absent_from_logs_dead_letters_and_inspect_conf(
         stack.send(client, RECORD_VIEW, "1; DROP TABLE posts", task_id="bad-args")
         client.send_task(RECORD_VIEW, [post], {"pad": "x" * 100_000}, task_id="oversized")
         client.send_task("tasks.nope", [post], task_id="unknown-task", queue=stack.queue)
-    wait_until(lambda: processed(engine) == 5 and failures(engine) == 4, 60, 0.1, "all tasks")
+    wait_until(lambda: processed(db) == 5 and failures(db) == 4, 60, 0.1, "all tasks")
     # and an operator asks the worker for its configuration
     node = f"{worker.name}@{socket.gethostname()}"  # named, so inspect returns on its reply
     inspect = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "conf", "-d", node],
         cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    with engine.connect() as connection:
+    with db.connect() as connection:
         rows = connection.scalars(text("SELECT t::text FROM task_failures t")).all()
 
     # Then the canary is in none of them (and the log really is DEBUG with SQL in it)
@@ -101,9 +109,8 @@ def test_k_canary_password_is_absent_from_logs_dead_letters_and_inspect_conf(
         f"FAULT k: canary found {leaks['log']}x in {len(log_lines)} worker log lines (DEBUG, "
         f"SQL echo), {leaks['task_failures']}x in {len(rows)} task_failures rows, "
         f"{leaks['inspect conf']}x in inspect conf ({len(inspect_out)} chars); "
-        "redis requirepass + scram login in use"
+        "redis requirepass + scram login of the runtime role in use"
     )
-    engine.dispose()
     assert leaks == {"log": 0, "task_failures": 0, "inspect conf": 0}
     assert inspect.returncode == 0, inspect_out
     assert "broker_url" in inspect.stdout
