@@ -27,7 +27,7 @@ ROUND = 100
 
 
 def producer(broker_url: str, queue: str) -> Celery:
-    app = Celery("enqueue-bench", broker=broker_url)
+    app = Celery("enqueue-bench", broker=broker_url, set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"], task_default_queue=queue)
     return app
 

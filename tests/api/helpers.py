@@ -34,7 +34,8 @@ class Queued:
 
 def celery_producer(broker_url: str, queue: str) -> Celery:
     """A producer app like an API service's: JSON only, the test's own default queue."""
-    app = Celery("api-test", broker=broker_url)
+    # Not the current app: shared tasks looked up later must keep resolving to the worker's app.
+    app = Celery("api-test", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
