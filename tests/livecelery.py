@@ -134,7 +134,8 @@ class LiveStack:
     @contextmanager
     def producer(self) -> Iterator[Celery]:
         """A Celery client configured like an API service that imports nothing from this project."""
-        client = Celery("producer", broker=self.env["REDIS_URL"])
+        # Not the current app: shared tasks of later eager tests must keep resolving to ours.
+        client = Celery("producer", broker=self.env["REDIS_URL"], set_as_current=False)
         client.conf.update(
             task_serializer="json", accept_content=["json"], task_default_queue=self.queue
         )

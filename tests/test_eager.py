@@ -93,3 +93,21 @@ def test_deactivate_dormant_users_returns_the_count(
     assert deactivate_dormant_users.delay(inactive_days=365).get() == 7
     assert db_session.scalar(select(User.id).where(User.is_active.is_(True))) is not None
     assert deactivate_dormant_users.delay().get() == 0
+
+
+def test_eager_tasks_win_over_an_app_the_suite_made_current(
+    db_session: Session, make_post: Callable[..., Post], request: pytest.FixtureRequest
+) -> None:
+    # Given the worker's app, and then an API suite's own producer app (Celery makes it current)
+    import worker.app  # noqa: F401
+
+    producer = Celery("api-service-producer", broker="redis://127.0.0.1:1/0")
+    request.getfixturevalue("eager_tasks")
+    post = make_post()
+
+    # When a task is called through the shared task object
+    record_view.delay(post.id)
+
+    # Then it ran inline on the worker's app, not published to the producer's broker
+    assert not producer.conf.task_always_eager
+    assert view_count(db_session, post.id) == 1

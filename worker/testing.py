@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from celery._state import get_current_app
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
@@ -194,10 +195,15 @@ def eager_tasks() -> Iterator[Celery]:
     app.conf.update(
         task_always_eager=True, task_eager_propagates=True, task_store_eager_result=False
     )
+    # Shared tasks resolve through the current app: another Celery app created by the suite
+    # (a producer client, say) must not capture `task.delay()` during this test.
+    previous = get_current_app()
+    app.set_current()
     try:
         yield app
     finally:
         app.conf.update(saved)
+        previous.set_current()
 
 
 @pytest.fixture
