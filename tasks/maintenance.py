@@ -6,11 +6,12 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from sqlalchemy.orm import Session
 
 from tasks.base import DatabaseTask
 from worker import ledger
 from worker.config import get_settings
-from worker.contracts import PRUNE_PROCESSED_TASKS
+from worker.contracts import PRUNE_PROCESSED_TASKS, RECORD_REFUSAL
 from worker.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -24,3 +25,24 @@ def prune_processed_tasks(self: DatabaseTask) -> int:
         removed = ledger.prune_processed(session, retention)
     log.info("pruned %d processed task ids older than %s", removed, retention)
     return removed
+
+
+@shared_task(name=RECORD_REFUSAL, base=DatabaseTask, bind=True)
+def record_refusal(
+    self: DatabaseTask, task_id: str, task_name: str, error_class: str, reason: str
+) -> None:
+    """Dead-letter a message the main process refused without decoding it (no arguments)."""
+
+    def dead_letter(session: Session) -> None:
+        ledger.record_failure(
+            session,
+            task_id=task_id,
+            task_name=task_name,
+            args=[],
+            kwargs={},
+            error=reason,
+            error_class=error_class,
+        )
+
+    self.apply_once(dead_letter)
+    log.error("%s[%s] refused and dead-lettered: %s", task_name, task_id, reason)

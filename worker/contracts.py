@@ -15,6 +15,7 @@ DEACTIVATE_USER: Final = "tasks.users.deactivate_user"
 DEACTIVATE_DORMANT_USERS: Final = "tasks.users.deactivate_dormant_users"
 PRUNE_PROCESSED_TASKS: Final = "tasks.maintenance.prune_processed_tasks"
 OUTBOX_RELAY: Final = "tasks.outbox.relay_outbox"
+RECORD_REFUSAL: Final = "tasks.maintenance.record_refusal"
 
 RowId = Annotated[StrictInt, Field(ge=1, le=BIGINT_MAX)]
 
@@ -43,6 +44,15 @@ class NoArgs(TaskArgs):
     pass
 
 
+class RecordRefusalArgs(TaskArgs):
+    """A message the worker's main process refused: dead-lettered by a pool child."""
+
+    task_id: Annotated[str, Field(min_length=1, max_length=255)]
+    task_name: Annotated[str, Field(min_length=1, max_length=200)]
+    error_class: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Annotated[str, Field(max_length=2000)]
+
+
 CONTRACTS: Final[dict[str, type[TaskArgs]]] = {
     RECORD_VIEW: RecordViewArgs,
     DEACTIVATE_USER: DeactivateUserArgs,
@@ -50,6 +60,7 @@ CONTRACTS: Final[dict[str, type[TaskArgs]]] = {
     FLUSH_VIEW_COUNTS: NoArgs,
     PRUNE_PROCESSED_TASKS: NoArgs,
     OUTBOX_RELAY: NoArgs,
+    RECORD_REFUSAL: RecordRefusalArgs,
 }
 
 

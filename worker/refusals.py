@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import InvalidTaskError
 from celery.worker.strategy import default as default_strategy
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
-from worker import ledger
 from worker.config import get_settings
+from worker.contracts import RECORD_REFUSAL
 
 log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 255
 MAX_NAME_LENGTH = 200
+MAX_REASON_LENGTH = 2000
 
 
 class MessageTooLarge(InvalidTaskError):
@@ -54,11 +51,11 @@ def describe_refusal(message: Any, error: BaseException | None) -> str:
     return f"{reason} (content type {message.content_type!r}, {len(body)} bytes, not decoded)"
 
 
-def record_refusal(message: Any, error: BaseException | None) -> None:
-    """Dead-letter a message Celery refused, by the task id and name in its headers.
+def record_refusal(app: Any, message: Any, error: BaseException | None) -> None:
+    """Have a pool child dead-letter a message Celery refused, by the id and name in its headers.
 
-    Runs in the worker's main process, which keeps no pool: one short-lived connection is used
-    and closed. The body is never decoded, so the dead letter has no arguments.
+    Runs in the worker's main process, which must never open a database connection: it
+    publishes a small `record_refusal` task (JSON, never the refused body) to its own queue.
     """
     headers = message.headers or {}
     task_id, name = headers.get("id"), headers.get("task")
@@ -67,32 +64,21 @@ def record_refusal(message: Any, error: BaseException | None) -> None:
         log.error("refused a message without a task id: %s", description)
         return
     name = name if isinstance(name, str) and name else "unknown"
-    settings = get_settings()
-    engine = create_engine(
-        settings.sqlalchemy_url,
-        poolclass=NullPool,
-        hide_parameters=True,
-        connect_args={
-            "application_name": f"{settings.app_name}:{os.getpid()}",
-            "connect_timeout": 5,
-            "options": "-c statement_timeout=5000",
-        },
-    )
+    task_id = task_id[:MAX_ID_LENGTH]
     try:
-        with engine.begin() as connection, Session(bind=connection) as session:
-            ledger.record_failure(
-                session,
-                task_id=task_id[:MAX_ID_LENGTH],
-                task_name=name[:MAX_NAME_LENGTH],
-                args=[],
-                kwargs={},
-                error=description,
-                error_class=type(error).__name__ if error is not None else "UnknownMessage",
-            )
-        log.error("%s[%s] refused and dead-lettered: %s", name, task_id, description)
+        app.send_task(
+            RECORD_REFUSAL,
+            kwargs={
+                "task_id": task_id,
+                "task_name": name[:MAX_NAME_LENGTH],
+                "error_class": type(error).__name__ if error is not None else "UnknownMessage",
+                "reason": description[:MAX_REASON_LENGTH],
+            },
+            task_id=f"refusal:{task_id}"[:MAX_ID_LENGTH],
+            queue=get_settings().task_queue,
+        )
+        log.error("%s[%s] refused: %s", name, task_id, description)
     except Exception:
         log.exception(
             "%s[%s] refused but could not be dead-lettered: %s", name, task_id, description
         )
-    finally:
-        engine.dispose()

@@ -45,7 +45,12 @@ def total_views(engine: Engine) -> int:
 
 
 def processed(engine: Engine) -> int:
-    return scalar(engine, "SELECT count(*) FROM processed_tasks")
+    """Applied task ids, leaving out the worker's own dead-lettering of refused messages."""
+    return scalar(
+        engine,
+        "SELECT count(*) FROM processed_tasks "
+        "WHERE task_name <> 'tasks.maintenance.record_refusal'",
+    )
 
 
 def failures(engine: Engine) -> int:

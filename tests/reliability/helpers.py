@@ -52,4 +52,11 @@ def failure_count(engine: Engine) -> int:
 
 def processed_ids(engine: Engine) -> set[str]:
     with engine.connect() as connection:
-        return set(connection.scalars(text("SELECT task_id FROM processed_tasks")))
+        return set(
+            connection.scalars(
+                text(
+                    "SELECT task_id FROM processed_tasks "
+                    "WHERE task_name <> 'tasks.maintenance.record_refusal'"
+                )
+            )
+        )
