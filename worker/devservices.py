@@ -247,6 +247,8 @@ class PostgresServer(_Server):
 
     def stop(self, mode: Literal["smart", "fast", "immediate"] = "fast") -> None:
         if self.is_running():
+            # A new pytest session resets its 0700 base dir; pg_ctl (user postgres) must get in.
+            self._prepare_dirs()
             ctl = self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", self.data_dir)
             if ctl.returncode != 0 and self.is_running():
                 raise ServerError(f"PostgreSQL did not stop: {ctl.stderr}\n{_tail(self.log_file)}")

@@ -69,7 +69,8 @@ def grant_runtime_role(admin_url: URL, database_url: URL, role: str = TEST_RUNTI
 
 def as_runtime_role(url: URL, role: str = TEST_RUNTIME_ROLE) -> URL:
     """`url` logging in as the test runtime role (no password: the test server trusts it)."""
-    return url.set(username=role, password=None)
+    # URL.set(password=None) keeps the old password; the owner's must not go to the role.
+    return url.set(username=role)._replace(password=None)
 
 
 def _fail_or_skip(message: str) -> None:
