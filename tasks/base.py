@@ -28,6 +28,7 @@ _TRANSIENT_SQLSTATES = frozenset(
         "40001",  # serialization_failure
         "40P01",  # deadlock_detected
         "55P03",  # lock_not_available
+        "57014",  # query_canceled: DB_STATEMENT_TIMEOUT_MS, e.g. a long lock wait
         "57P01",  # admin_shutdown
         "57P02",  # crash_shutdown
         "57P03",  # cannot_connect_now
