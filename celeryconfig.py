@@ -9,7 +9,7 @@ from kombu import Queue
 
 from worker import contracts
 from worker.config import get_settings
-from worker.contracts import DEACTIVATE_DORMANT_USERS, PRUNE_PROCESSED_TASKS
+from worker.contracts import DEACTIVATE_DORMANT_USERS, FLUSH_VIEW_COUNTS, PRUNE_PROCESSED_TASKS
 
 _settings = get_settings()
 
@@ -30,6 +30,7 @@ include = [
     "tasks.users",
     "tasks.maintenance",
     "tasks.outbox",
+    *_settings.extra_task_modules,
 ]
 
 task_serializer = "json"
@@ -65,6 +66,11 @@ beat_schedule = {
     "prune-processed-tasks-hourly": {
         "task": PRUNE_PROCESSED_TASKS,
         "schedule": timedelta(hours=1),
+    },
+    # No expiry: behind a long queue an expiring flush would never run; a spare one is cheap.
+    "flush-view-counts": {
+        "task": FLUSH_VIEW_COUNTS,
+        "schedule": timedelta(seconds=_settings.view_flush_interval),
     },
     # Outbox rows wait at most this long; a run that expires unstarted is simply skipped.
     "relay-outbox": {

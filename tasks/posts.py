@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any
 
 from celery import shared_task
+from redis import Redis
 
 from tasks.base import DatabaseTask
-from worker import posts
-from worker.contracts import RECORD_VIEW
+from worker import ledger, posts, viewbuffer
+from worker.config import get_settings
+from worker.contracts import FLUSH_VIEW_COUNTS, RECORD_VIEW
+from worker.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -20,3 +24,45 @@ def record_view(self: DatabaseTask, post_id: int) -> int | None:
     count = self.apply_once(partial(posts.record_view, post_id=post_id))
     log.debug("post %s now has %s views", post_id, count)
     return count
+
+
+@shared_task(name=FLUSH_VIEW_COUNTS, base=DatabaseTask, bind=True)
+def flush_view_counts(self: DatabaseTask) -> int:
+    """Add the views buffered in Redis to the posts, each batch exactly once; return views added.
+
+    Beat runs it every VIEW_FLUSH_INTERVAL seconds. Batches a crashed flush left behind are
+    applied (or, if their transaction committed, just cleaned up) before the new one.
+    """
+    settings = get_settings()
+    redis = viewbuffer.get_redis()
+    keys = viewbuffer.buffer_keys(settings.task_queue)
+    added = 0
+    for batch_id in viewbuffer.move_aside(redis, keys):
+        added += _apply_batch(redis, keys, batch_id, settings.view_flush_chunk_size)
+    return added
+
+
+def _apply_batch(
+    redis: Redis[Any], keys: viewbuffer.BufferKeys, batch_id: str, chunk_size: int
+) -> int:
+    counts = viewbuffer.read_batch(redis, keys, batch_id)
+    added = None
+    if counts:
+        # The batch id is claimed first, so a second flusher of the same batch waits on it
+        # before touching any post, then finds it applied.
+        with session_scope() as session:
+            if ledger.claim(session, batch_id, viewbuffer.BATCH_TASK_NAME):
+                added = posts.add_view_counts(session, counts, chunk_size)
+    viewbuffer.forget_batch(redis, keys, batch_id)
+    if added is None:
+        log.info("view batch %s was already applied; removed it from Redis", batch_id)
+        return 0
+    log.info("view batch %s: added %d views to %d posts", batch_id, added.views, added.posts)
+    if added.dropped_views:
+        log.warning(
+            "view batch %s: dropped %d views of %d posts that no longer exist",
+            batch_id,
+            added.dropped_views,
+            added.missing_posts,
+        )
+    return added.views

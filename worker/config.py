@@ -6,11 +6,12 @@ from functools import lru_cache
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 PositiveInt = Annotated[int, Field(ge=1)]
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
 
 
 class ConfigError(RuntimeError):
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     dormant_after_days: PositiveInt = 365
     view_flush_interval: Annotated[float, Field(gt=0)] = 2.0
     view_flush_chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    # Test and benchmark hook: more task modules for the worker to import (comma-separated).
+    extra_task_modules: Annotated[tuple[ModuleName, ...], NoDecode] = ()
 
     @field_validator("database_url")
     @classmethod
@@ -66,6 +69,13 @@ class Settings(BaseSettings):
             raise ValueError("is not a valid database URL") from None
         if url.get_backend_name() != "postgresql":
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("extra_task_modules", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
     @field_validator("redis_url")

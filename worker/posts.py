@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
+
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -21,3 +26,44 @@ def record_view(session: Session, post_id: int) -> int:
     if new_count is None:
         raise NotFound("post", post_id)
     return new_count
+
+
+@dataclass(frozen=True)
+class AddedViews:
+    """What one set-based apply did: views added to posts, views dropped for missing posts."""
+
+    posts: int
+    views: int
+    missing_posts: int
+    dropped_views: int
+
+
+@lru_cache(maxsize=8)
+def _add_views_sql(rows: int) -> str:
+    # Only placeholders are formatted in: psycopg2 binds every value. Casts on the first row
+    # type the whole VALUES list.
+    values = ", ".join(["(%s::bigint, %s::integer)"] + ["(%s, %s)"] * (rows - 1))
+    head = "UPDATE posts SET view_count = posts.view_count + v.n, updated_at = now() FROM "
+    return head + f"(VALUES {values}) AS v(id, n) WHERE posts.id = v.id RETURNING posts.id"
+
+
+def add_view_counts(session: Session, counts: Mapping[int, int], chunk_size: int) -> AddedViews:
+    """Add `{post_id: views}` to the posts with one UPDATE ... FROM (VALUES ...) per chunk.
+
+    Chunks go in ascending post id order, so two transactions doing this lock rows in the same
+    order and cannot deadlock each other. Views of posts that no longer exist are dropped and
+    reported. Runs in the caller's transaction.
+    """
+    items = sorted(counts.items())
+    connection = session.connection()
+    posts = views = missing = dropped = 0
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start : start + chunk_size]
+        sql = _add_views_sql(len(chunk))
+        found = set(connection.exec_driver_sql(sql, tuple(chain.from_iterable(chunk))).scalars())
+        for post_id, n in chunk:
+            if post_id in found:
+                posts, views = posts + 1, views + n
+            else:
+                missing, dropped = missing + 1, dropped + n
+    return AddedViews(posts=posts, views=views, missing_posts=missing, dropped_views=dropped)

@@ -1,0 +1,239 @@
+"""The benchmark's own services: a private Redis, throwaway databases, and live workers."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from tests.livecelery import LiveStack, LiveWorker, wait_until
+from worker.config import get_settings
+from worker.devservices import RedisServer
+from worker.testing import create_database, drop_database, migrate
+
+NOOP_TASKS = "benchmarks.noop_tasks"
+# Used only when redis-server is not installed: a database index of the configured Redis.
+FALLBACK_REDIS_DB = 13
+
+
+@dataclass
+class Databases:
+    """Throwaway databases on the configured PostgreSQL server, all dropped at the end."""
+
+    admin_url: URL
+    tag: str
+    names: list[str] = field(default_factory=list)
+
+    def create(self, purpose: str, template: str | None = None) -> URL:
+        name = f"bench_{self.tag}_{purpose}"
+        drop_database(self.admin_url, name)
+        url = create_database(self.admin_url, name, template=template)
+        if name not in self.names:
+            self.names.append(name)
+        return url
+
+    def migrated(self, purpose: str) -> URL:
+        url = self.create(purpose)
+        migrate(url)
+        return url
+
+    def drop(self, url: URL) -> None:
+        assert url.database is not None
+        drop_database(self.admin_url, url.database)
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            with contextlib.suppress(Exception):
+                drop_database(self.admin_url, name)
+
+
+def engine(url: URL, **options: Any) -> Engine:
+    """A small engine for the benchmark's own Given and Then steps."""
+    return create_engine(url, poolclass=NullPool, **options)
+
+
+def checkpoint(url: URL) -> None:
+    """Start the next timing from a clean slate of dirty buffers, where the role may do so."""
+    admin = engine(url, isolation_level="AUTOCOMMIT")
+    with contextlib.suppress(Exception), admin.connect() as connection:
+        connection.execute(text("CHECKPOINT"))
+    admin.dispose()
+
+
+@contextmanager
+def private_redis(tmp: Path) -> Iterator[str]:
+    """A redis-server of the benchmark's own, or a spare database index of the configured one."""
+    if shutil.which("redis-server") is None:
+        base = get_settings().redis_url.get_secret_value().rsplit("/", 1)[0]
+        yield f"{base}/{FALLBACK_REDIS_DB}"
+        return
+    server = RedisServer(tmp / "redis")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@dataclass
+class BenchWorker:
+    """One live worker on a queue of its own, plus what the benchmark needs to steer it."""
+
+    stack: LiveStack
+    worker: LiveWorker
+    producer: Celery
+    redis: redis.Redis[Any]
+
+    @property
+    def queue(self) -> str:
+        return self.stack.queue
+
+    @property
+    def node(self) -> str:
+        return f"{self.worker.name}@{socket.gethostname()}"
+
+    def pause(self) -> None:
+        """Stop consuming (running tasks finish), so a queue can be filled before a timing."""
+        replies = self.producer.control.cancel_consumer(
+            self.queue, destination=[self.node], reply=True, timeout=10
+        )
+        if not replies:
+            raise RuntimeError(f"worker {self.node} did not answer cancel_consumer")
+
+    def resume(self) -> None:
+        replies = self.producer.control.add_consumer(
+            self.queue, destination=[self.node], reply=True, timeout=10
+        )
+        if not replies:
+            raise RuntimeError(f"worker {self.node} did not answer add_consumer")
+
+    def drained(self) -> bool:
+        """Nothing waiting and nothing delivered but unacknowledged (acks are late)."""
+        return self.redis.llen(self.queue) == 0 and self.redis.hlen("unacked") == 0
+
+    def wait_drained(self, timeout: float, interval: float = 0.01) -> None:
+        wait_until(self.drained, timeout, interval, f"queue {self.queue} drained")
+
+    def preload(self, task_name: str, args: Iterable[list[Any]]) -> int:
+        """Push one message per argument list straight into the queue, many per round trip.
+
+        The message format is taken from a real `send_task`, so it stays what Celery sends;
+        only the task id changes from one message to the next.
+        """
+        template = self._template(task_name)
+        count = 0
+        pipe = self.redis.pipeline(transaction=False)
+        for arguments in args:
+            task_id = str(uuid.uuid4())
+            template["headers"].update(id=task_id, root_id=task_id, argsrepr=repr(arguments))
+            template["properties"]["correlation_id"] = task_id
+            template["properties"]["delivery_tag"] = str(uuid.uuid4())
+            body = json.dumps([arguments, {}, _NO_CALLBACKS]).encode()
+            template["body"] = base64.b64encode(body).decode()
+            pipe.lpush(self.queue, json.dumps(template))
+            count += 1
+            if count % 2000 == 0:
+                pipe.execute()
+        pipe.execute()
+        return count
+
+    def _template(self, task_name: str) -> dict[str, Any]:
+        scratch = f"{self.queue}.template"
+        self.producer.send_task(task_name, args=[1], queue=scratch, routing_key=scratch)
+        raw = self.redis.rpop(scratch)
+        self.redis.delete(scratch)
+        if raw is None:
+            raise RuntimeError("could not capture a message template")
+        message: dict[str, Any] = json.loads(raw)
+        message["properties"]["delivery_info"]["routing_key"] = self.queue
+        return message
+
+    def child_rss_kib(self) -> dict[int, int]:
+        """Resident set size of each pool child, in KiB."""
+        sizes = {}
+        for pid in self.worker.children():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        sizes[pid] = int(line.split()[1])
+        return sizes
+
+
+_NO_CALLBACKS = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+@dataclass
+class Bench:
+    """Everything one benchmark run owns; `close()` stops and drops all of it."""
+
+    tmp: Path
+    redis_url: str
+    databases: Databases
+    workers: list[BenchWorker] = field(default_factory=list)
+
+    def start_worker(self, database_url: URL, concurrency: int, **env: str) -> BenchWorker:
+        tag = uuid.uuid4().hex[:8]
+        stack_env = {
+            **os.environ,
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "REDIS_URL": self.redis_url,
+            "TASK_QUEUE": f"bench-{tag}",
+            "APP_NAME": f"bench{tag}",
+            "EXTRA_TASK_MODULES": NOOP_TASKS,
+            **env,
+        }
+        stack = LiveStack(stack_env, self.tmp)
+        worker = stack.start_worker(concurrency=concurrency)
+        producer = Celery("bench-producer", broker=self.redis_url, set_as_current=False)
+        producer.conf.update(
+            task_serializer="json", accept_content=["json"], task_default_queue=stack.queue
+        )
+        client: redis.Redis[Any] = redis.Redis.from_url(self.redis_url)
+        bench_worker = BenchWorker(stack, worker, producer, client)
+        self.workers.append(bench_worker)
+        return bench_worker
+
+    def close(self) -> None:
+        for bench_worker in self.workers:
+            bench_worker.stack.shutdown()
+            bench_worker.producer.close()
+            keys = bench_worker.redis.keys("views:{" + bench_worker.queue + "}:*")
+            bench_worker.redis.delete(bench_worker.queue, *keys)
+            bench_worker.redis.close()
+        self.databases.drop_all()
+
+
+@contextmanager
+def bench(tmp: Path) -> Iterator[Bench]:
+    """Private Redis, a database tag and a worker list for one benchmark run."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    databases = Databases(get_settings().sqlalchemy_url, uuid.uuid4().hex[:8])
+    with private_redis(tmp) as redis_url:
+        run = Bench(tmp, redis_url, databases)
+        try:
+            yield run
+        finally:
+            run.close()
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Seconds `action` took on the monotonic clock."""
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started

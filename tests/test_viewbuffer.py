@@ -1,0 +1,220 @@
+"""Buffered view counting: the Redis buffer (real Redis), the set-based apply, the eager flush."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tasks.posts import flush_view_counts
+from worker import ledger, posts, viewbuffer
+from worker.contracts import InvalidTaskArguments
+from worker.models import Post, ProcessedTask
+
+
+@pytest.fixture
+def redis_client(live_redis_url: str) -> Iterator[redis.Redis[Any]]:
+    client: redis.Redis[Any] = redis.Redis.from_url(live_redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def queue(redis_client: redis.Redis[Any]) -> Iterator[str]:
+    """A queue name of the test's own, so its buffer keys collide with nobody's."""
+    name = f"test-views-{uuid.uuid4().hex[:8]}"
+    try:
+        yield name
+    finally:
+        keys = redis_client.keys("views:{" + name + "}:*")
+        if keys:
+            redis_client.delete(*keys)
+
+
+@pytest.fixture
+def keys(queue: str) -> viewbuffer.BufferKeys:
+    return viewbuffer.buffer_keys(queue)
+
+
+def pending(client: redis.Redis[Any], keys: viewbuffer.BufferKeys) -> dict[int, int]:
+    return {int(k): int(v) for k, v in client.hgetall(keys.pending).items()}
+
+
+def view_counts(session: Session) -> dict[int, int]:
+    return {row.id: row.view_count for row in session.execute(select(Post.id, Post.view_count))}
+
+
+def test_views_add_up_in_the_pending_hash(
+    redis_client: redis.Redis[Any], queue: str, keys: viewbuffer.BufferKeys
+) -> None:
+    for _ in range(3):
+        viewbuffer.record_view(redis_client, 7, queue=queue)
+    viewbuffer.record_views(redis_client, {7: 2, 8: 5, 2**63 - 1: 1}, queue=queue)
+    viewbuffer.record_views(redis_client, {}, queue=queue)
+
+    assert pending(redis_client, keys) == {7: 5, 8: 5, 2**63 - 1: 1}
+    assert viewbuffer.pending_views(redis_client, keys) == 11
+
+
+@pytest.mark.parametrize(
+    ("post_id", "message"),
+    [
+        ("7", r"post_id must be an integer from 1 to 9223372036854775807, got '7' \(str\)"),
+        (True, r"got True \(bool\)"),
+        (0, r"got 0 \(int\)"),
+        (2**63, r"got 9223372036854775808 \(int\)"),
+        (7.0, r"got 7.0 \(float\)"),
+        (None, r"got None \(NoneType\)"),
+    ],
+)
+def test_record_view_refuses_a_bad_post_id(
+    redis_client: redis.Redis[Any],
+    queue: str,
+    keys: viewbuffer.BufferKeys,
+    post_id: object,
+    message: str,
+) -> None:
+    with pytest.raises(InvalidTaskArguments, match=message):
+        viewbuffer.record_view(redis_client, post_id, queue=queue)  # type: ignore[arg-type]
+    assert redis_client.exists(keys.pending) == 0
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({2: 1, "7": 1}, r"post id: Input should be a valid integer, got '7' \(str\)"),
+        ({2: 1, True: 1}, r"post id: .*got True \(bool\)"),
+        ({2: 1, -1: 1}, r"post id: Input should be greater than or equal to 1"),
+        ({2: 1, 7: 0}, r"views for post 7: Input should be greater than or equal to 1, got 0"),
+        ({2: 1, 7: 1.5}, r"views for post 7: Input should be a valid integer, got 1.5 \(float\)"),
+        ({2: 1, 7: 2**31}, r"views for post 7: Input should be less than or equal to 2147483647"),
+        ([(7, 1)], r"counts must be a mapping, got list"),
+    ],
+)
+def test_record_views_refuses_bad_ids_and_counts_and_writes_nothing(
+    redis_client: redis.Redis[Any],
+    queue: str,
+    keys: viewbuffer.BufferKeys,
+    counts: object,
+    message: str,
+) -> None:
+    with pytest.raises(InvalidTaskArguments, match=message):
+        viewbuffer.record_views(redis_client, counts, queue=queue)  # type: ignore[arg-type]
+    assert redis_client.exists(keys.pending) == 0
+
+
+def test_move_aside_renames_pending_and_registers_the_batch(
+    redis_client: redis.Redis[Any], queue: str, keys: viewbuffer.BufferKeys
+) -> None:
+    viewbuffer.record_views(redis_client, {1: 3, 2: 4}, queue=queue)
+
+    (batch_id,) = viewbuffer.move_aside(redis_client, keys)
+    viewbuffer.record_view(redis_client, 1, queue=queue)  # arrives after the move: next batch
+
+    assert viewbuffer.read_batch(redis_client, keys, batch_id) == {1: 3, 2: 4}
+    assert pending(redis_client, keys) == {1: 1}
+    assert viewbuffer.pending_views(redis_client, keys) == 8
+
+    second = viewbuffer.move_aside(redis_client, keys)
+    assert len(second) == 2
+    assert batch_id in second
+    assert viewbuffer.move_aside(redis_client, keys) == second  # nothing pending: no new batch
+
+    viewbuffer.forget_batch(redis_client, keys, batch_id)
+    assert viewbuffer.read_batch(redis_client, keys, batch_id) == {}
+    assert batch_id not in viewbuffer.move_aside(redis_client, keys)
+
+
+def test_add_view_counts_applies_chunks_and_drops_missing_posts(
+    db_session: Session, make_post: Callable[..., Post]
+) -> None:
+    post_ids = [make_post().id for _ in range(5)]
+    missing = max(post_ids) + 1000
+    counts = {post_ids[0]: 3, post_ids[1]: 1, post_ids[3]: 10, post_ids[4]: 2, missing: 7}
+
+    added = posts.add_view_counts(db_session, counts, chunk_size=2)
+
+    assert added == posts.AddedViews(posts=4, views=16, missing_posts=1, dropped_views=7)
+    assert view_counts(db_session) == {
+        post_ids[0]: 3,
+        post_ids[1]: 1,
+        post_ids[2]: 0,
+        post_ids[3]: 10,
+        post_ids[4]: 2,
+    }
+
+
+@pytest.fixture
+def task_buffer(
+    redis_client: redis.Redis[Any], keys: viewbuffer.BufferKeys, monkeypatch: pytest.MonkeyPatch
+) -> viewbuffer.BufferKeys:
+    """Point the flush task at the test's Redis database and buffer keys."""
+    monkeypatch.setattr(viewbuffer, "get_redis", lambda: redis_client)
+    monkeypatch.setattr(viewbuffer, "buffer_keys", lambda queue=None: keys)
+    return keys
+
+
+def test_flush_task_adds_buffered_views_once_and_logs_dropped_ones(
+    eager_tasks: Celery,
+    db_session: Session,
+    make_post: Callable[..., Post],
+    redis_client: redis.Redis[Any],
+    queue: str,
+    task_buffer: viewbuffer.BufferKeys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given views buffered for two posts and for one that does not exist
+    first, second = make_post().id, make_post().id
+    for _ in range(4):
+        viewbuffer.record_view(redis_client, first, queue=queue)
+    viewbuffer.record_views(redis_client, {second: 6, 999_999: 5}, queue=queue)
+
+    # When beat's flush task runs twice
+    with caplog.at_level(logging.INFO, logger="tasks.posts"):
+        assert flush_view_counts.delay().get() == 10
+        assert flush_view_counts.delay().get() == 0
+
+    # Then the views are in the posts, the batch is in the ledger, and Redis is empty
+    assert view_counts(db_session) == {first: 4, second: 6}
+    batches = db_session.scalars(
+        select(ProcessedTask.task_id).where(ProcessedTask.task_name == "views.batch")
+    ).all()
+    assert len(batches) == 1
+    assert viewbuffer.pending_views(redis_client, task_buffer) == 0
+    assert redis_client.exists(task_buffer.batches) == 0
+    assert "dropped 5 views of 1 posts that no longer exist" in caplog.text
+
+
+def test_flush_after_a_crash_between_commit_and_cleanup_counts_nothing_twice(
+    eager_tasks: Celery,
+    db_session: Session,
+    make_post: Callable[..., Post],
+    redis_client: redis.Redis[Any],
+    queue: str,
+    task_buffer: viewbuffer.BufferKeys,
+) -> None:
+    # Given a flush that committed its batch but died before removing it from Redis
+    post = make_post().id
+    viewbuffer.record_views(redis_client, {post: 5}, queue=queue)
+    (batch_id,) = viewbuffer.move_aside(redis_client, task_buffer)
+    with db_session.begin_nested():
+        assert ledger.claim(db_session, batch_id, viewbuffer.BATCH_TASK_NAME)
+        posts.add_view_counts(db_session, {post: 5}, chunk_size=100)
+    viewbuffer.record_view(redis_client, post, queue=queue)
+
+    # When the next flush runs
+    assert flush_view_counts.delay().get() == 1
+
+    # Then the committed batch is only cleaned up, and the new view is added once
+    assert view_counts(db_session) == {post: 6}
+    assert viewbuffer.pending_views(redis_client, task_buffer) == 0
+    assert redis_client.exists(task_buffer.batches) == 0
