@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
 
 from celery import shared_task
 from redis import Redis
@@ -42,9 +41,7 @@ def flush_view_counts(self: DatabaseTask) -> int:
     return added
 
 
-def _apply_batch(
-    redis: Redis[Any], keys: viewbuffer.BufferKeys, batch_id: str, chunk_size: int
-) -> int:
+def _apply_batch(redis: Redis, keys: viewbuffer.BufferKeys, batch_id: str, chunk_size: int) -> int:
     counts = viewbuffer.read_batch(redis, keys, batch_id)
     added = None
     if counts:

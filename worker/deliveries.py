@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import redis
 
@@ -13,14 +12,14 @@ from worker.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
-_clients: dict[int, redis.Redis[Any]] = {}
+_clients: dict[int, redis.Redis] = {}
 
 
 class PoisonMessage(PermanentError):
     """A message whose worker process died on every delivery (crash, OOM kill, hard time limit)."""
 
 
-def _client() -> redis.Redis[Any]:
+def _client() -> redis.Redis:
     # One client per process: a pool child never reuses its parent's sockets.
     pid = os.getpid()
     client = _clients.get(pid)

@@ -38,12 +38,12 @@ class _Script:
         return hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
 
-def _run(redis: Redis[Any], script: _Script, keys: list[str], args: list[Any]) -> Any:
+def _run(redis: Redis, script: _Script, keys: list[str], args: list[Any]) -> Any:
     """EVALSHA, falling back to EVAL (which caches the script) on a server that lacks it."""
     try:
-        return redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return redis.evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
-        return redis.eval(script.source, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return redis.eval(script.source, len(keys), *keys, *args)
 
 
 # Every key of one buffer shares a hash tag, so the scripts stay valid on Redis Cluster.
@@ -70,7 +70,7 @@ return redis.call('SMEMBERS', KEYS[3])
 _READ_BATCH = _Script("return table.concat(redis.call('HGETALL', KEYS[1]), ',')")
 
 _lock = threading.Lock()
-_client: Redis[Any] | None = None
+_client: Redis | None = None
 _client_pid: int | None = None
 
 
@@ -118,7 +118,7 @@ def _checked(counts: Mapping[Any, Any]) -> Mapping[int, int]:
         raise InvalidTaskArguments("record_views: " + "; ".join(problems)) from None
 
 
-def record_view(redis: Redis[Any], post_id: int, *, queue: str | None = None) -> None:
+def record_view(redis: Redis, post_id: int, *, queue: str | None = None) -> None:
     """Buffer one view of `post_id` (one HINCRBY); the next flush adds it to the post."""
     if not _is_row_id(post_id):
         shown = f"{post_id!r} ({type(post_id).__name__})"[:80]
@@ -128,7 +128,7 @@ def record_view(redis: Redis[Any], post_id: int, *, queue: str | None = None) ->
     redis.hincrby(buffer_keys(queue).pending, str(post_id), 1)
 
 
-def record_views(redis: Redis[Any], counts: Mapping[int, int], *, queue: str | None = None) -> None:
+def record_views(redis: Redis, counts: Mapping[int, int], *, queue: str | None = None) -> None:
     """Buffer `{post_id: views}` in one round trip; every id and count is checked first."""
     if not isinstance(counts, Mapping):
         kind = type(counts).__name__
@@ -149,7 +149,7 @@ def new_batch_id() -> str:
     return f"views-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
 
 
-def move_aside(redis: Redis[Any], keys: BufferKeys) -> list[str]:
+def move_aside(redis: Redis, keys: BufferKeys) -> list[str]:
     """Atomically rename the pending hash to a new batch; return every unflushed batch id.
 
     The rename and the registration of the batch id happen in one script, so no view is ever
@@ -162,7 +162,7 @@ def move_aside(redis: Redis[Any], keys: BufferKeys) -> list[str]:
     return sorted(_text(member) for member in members)
 
 
-def read_batch(redis: Redis[Any], keys: BufferKeys, batch_id: str) -> dict[int, int]:
+def read_batch(redis: Redis, keys: BufferKeys, batch_id: str) -> dict[int, int]:
     """The `{post_id: views}` of a moved-aside batch (empty once it has been forgotten)."""
     packed = _run(redis, _READ_BATCH, [keys.batch(batch_id)], [])
     if not packed:
@@ -171,7 +171,7 @@ def read_batch(redis: Redis[Any], keys: BufferKeys, batch_id: str) -> dict[int, 
     return dict(zip(map(int, fields[0::2]), map(int, fields[1::2]), strict=True))
 
 
-def forget_batch(redis: Redis[Any], keys: BufferKeys, batch_id: str) -> None:
+def forget_batch(redis: Redis, keys: BufferKeys, batch_id: str) -> None:
     """Delete an applied batch and unregister it, in one transaction."""
     pipe = redis.pipeline(transaction=True)
     pipe.unlink(keys.batch(batch_id))  # frees a large hash off Redis's main thread
@@ -179,13 +179,13 @@ def forget_batch(redis: Redis[Any], keys: BufferKeys, batch_id: str) -> None:
     pipe.execute()
 
 
-def pending_views(redis: Redis[Any], keys: BufferKeys) -> int:
+def pending_views(redis: Redis, keys: BufferKeys) -> int:
     """Views buffered but not yet committed: pending plus every unflushed batch (monitoring)."""
     hashes = [keys.pending, *(keys.batch(_text(b)) for b in redis.smembers(keys.batches))]
     return sum(int(v) for key in hashes for v in redis.hvals(key))
 
 
-def get_redis() -> Redis[Any]:
+def get_redis() -> Redis:
     """This process's Redis client for REDIS_URL, created on first use and again after fork."""
     global _client, _client_pid
     pid = os.getpid()
