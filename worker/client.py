@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack
 from urllib.parse import unquote, urlsplit
 
 from kombu.exceptions import OperationalError
+from redis import Redis
 from redis.exceptions import RedisError
 
+from worker import viewbuffer
 from worker.config import get_settings
 from worker.contracts import (
     DEACTIVATE_DORMANT_USERS,
@@ -241,3 +243,31 @@ def _broker_secrets(app: Celery) -> set[str]:
 
 tasks: Final = TaskClient()
 """The process-wide client on the worker's app: `tasks.record_view(post.id)`."""
+
+
+class ViewCounter:
+    """Buffered view counting: one Redis round trip per call, no Celery message per view.
+
+    `tasks.posts.flush_view_counts` (beat, every VIEW_FLUSH_INTERVAL seconds) applies the buffer
+    to `posts.view_count` exactly once. Use `tasks.record_view` for one task per view instead.
+    """
+
+    def __init__(self, redis: Redis | None = None, queue: str | None = None) -> None:
+        self._redis = redis
+        self._queue = queue
+
+    @property
+    def redis(self) -> Redis:
+        return self._redis if self._redis is not None else viewbuffer.get_redis()
+
+    def record_view(self, post_id: int) -> None:
+        """Count one view of `post_id`; a bad id raises `InvalidTaskArguments`."""
+        viewbuffer.record_view(self.redis, post_id, queue=self._queue)
+
+    def record_views(self, counts: Mapping[int, int]) -> None:
+        """Count `{post_id: views}` in one round trip; every id and count is checked first."""
+        viewbuffer.record_views(self.redis, counts, queue=self._queue)
+
+
+views: Final = ViewCounter()
+"""The process-wide buffered view counter on REDIS_URL: `views.record_view(post.id)`."""
