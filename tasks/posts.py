@@ -20,7 +20,15 @@ log = logging.getLogger(__name__)
 @shared_task(name=RECORD_VIEW, base=DatabaseTask, bind=True)
 def record_view(self: DatabaseTask, post_id: int) -> int | None:
     """Count one view of a post; returns the new count (None for a duplicate delivery)."""
-    count = self.apply_once(partial(posts.record_view, post_id=post_id))
+    task_id = self.request.id
+    if task_id is None:  # called directly, not as a task: nothing to de-duplicate
+        count: int | None = self.apply_once(partial(posts.record_view, post_id=post_id))
+    else:
+        # The ledger claim and the UPDATE share one statement: one round trip per view.
+        with session_scope() as session:
+            count = posts.record_view_once(session, post_id, task_id, self.name)
+        if count is None:
+            log.info("%s[%s] was already applied; skipping duplicate", self.name, task_id)
     log.debug("post %s now has %s views", post_id, count)
     return count
 

@@ -81,3 +81,14 @@ def test_dormant_batches_take_only_dormant_active_users(
     inactive = set(db_session.scalars(select(User.id).where(User.is_active.is_(False))))
     assert inactive == {u.id for u in dormant} | {never_seen_old.id, already_inactive.id}
     assert not inactive & {u.id for u in active}
+
+
+def test_record_view_once_counts_each_task_id_once(
+    db_session: Session, make_post: Callable[..., Post]
+) -> None:
+    post = make_post()
+    assert posts.record_view_once(db_session, post.id, "t-1", "tasks.posts.record_view") == 1
+    assert posts.record_view_once(db_session, post.id, "t-1", "tasks.posts.record_view") is None
+    assert posts.record_view_once(db_session, post.id, "t-2", "tasks.posts.record_view") == 2
+    with pytest.raises(NotFound, match="post 424242"):
+        posts.record_view_once(db_session, 424242, "t-3", "tasks.posts.record_view")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from worker.errors import NotFound
@@ -26,6 +26,39 @@ def record_view(session: Session, post_id: int) -> int:
     if new_count is None:
         raise NotFound("post", post_id)
     return new_count
+
+
+_CLAIM_AND_RECORD_VIEW = text(
+    """
+    WITH claimed AS (
+        INSERT INTO processed_tasks (task_id, task_name) VALUES (:task_id, :task_name)
+        ON CONFLICT (task_id) DO NOTHING
+        RETURNING 1
+    ), counted AS (
+        UPDATE posts SET view_count = view_count + 1
+        WHERE id = :post_id AND EXISTS (SELECT FROM claimed)
+        RETURNING view_count
+    )
+    SELECT EXISTS (SELECT FROM claimed) AS claimed, (SELECT view_count FROM counted) AS new_count
+    """
+)
+
+
+def record_view_once(session: Session, post_id: int, task_id: str, task_name: str) -> int | None:
+    """`record_view` and the exactly-once ledger claim in one round trip.
+
+    Returns None when `task_id` was already applied; raises NotFound (so the caller's rollback
+    also undoes the claim) when the post does not exist.
+    """
+    row = session.execute(
+        _CLAIM_AND_RECORD_VIEW,
+        {"task_id": task_id, "task_name": task_name, "post_id": post_id},
+    ).one()
+    if not row.claimed:
+        return None
+    if row.new_count is None:
+        raise NotFound("post", post_id)
+    return int(row.new_count)
 
 
 @dataclass(frozen=True)
