@@ -10,38 +10,15 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.livecelery import LiveStack, LiveWorker
+from tests.seed import add_posts as add_posts  # re-exported for the fault tests
+from tests.seed import total_views as total_views
 
 RECORD_VIEW = "tasks.posts.record_view"  # by name, as a producer that imports nothing of ours
-
-
-def add_posts(engine: Engine, count: int) -> list[int]:
-    """`count` posts by one new author; their ids."""
-    with engine.begin() as connection:
-        author = connection.scalar(
-            text(
-                "INSERT INTO users (email, name, password_hash) "
-                "VALUES ('author@example.test', 'Author', 'x') RETURNING id"
-            )
-        )
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO posts (title, body, slug, author_id) "
-                    "SELECT 'P' || g, 'b', 'slug-' || g, :author FROM generate_series(1, :n) g "
-                    "RETURNING id"
-                ),
-                {"n": count, "author": author},
-            ).scalars()
-        )
 
 
 def scalar(engine: Engine, sql: str, **params: object) -> int:
     with engine.connect() as connection:
         return int(connection.scalar(text(sql), params) or 0)
-
-
-def total_views(engine: Engine) -> int:
-    return scalar(engine, "SELECT coalesce(sum(view_count), 0) FROM posts")
 
 
 def processed(engine: Engine) -> int:

@@ -8,44 +8,10 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from tests.livecelery import LiveStack, wait_until
+from tests.seed import add_posts, add_users, total_views
 from worker.models import Post, ProcessedTask, TaskFailure, User
 
 pytestmark = pytest.mark.integration
-
-
-def add_users(engine: Engine, count: int) -> list[int]:
-    with engine.begin() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO users (email, name, password_hash) "
-                    "SELECT 'u' || g || '@example.test', 'U' || g, 'x' "
-                    "FROM generate_series(1, :n) g "
-                    "RETURNING id"
-                ),
-                {"n": count},
-            ).scalars()
-        )
-
-
-def add_posts(engine: Engine, count: int) -> list[int]:
-    author = add_users(engine, 1)[0]
-    with engine.begin() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO posts (title, body, slug, author_id) "
-                    "SELECT 'P' || g, 'b', 'slug-' || g, :author FROM generate_series(1, :n) g "
-                    "RETURNING id"
-                ),
-                {"n": count, "author": author},
-            ).scalars()
-        )
-
-
-def total_views(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return int(connection.scalar(text("SELECT coalesce(sum(view_count), 0) FROM posts")) or 0)
 
 
 def client_pids(engine: Engine, app_name: str) -> dict[int, int]:

@@ -6,26 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-
-def add_posts(engine: Engine, count: int) -> list[int]:
-    """`count` posts by one new author; their ids."""
-    with engine.begin() as connection:
-        author = connection.scalar(
-            text(
-                "INSERT INTO users (email, name, password_hash) "
-                "VALUES ('author-' || gen_random_uuid() || '@example.test', 'A', 'x') RETURNING id"
-            )
-        )
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO posts (title, body, slug, author_id) "
-                    "SELECT 'P' || g, 'b', 'slug-' || gen_random_uuid(), :author "
-                    "FROM generate_series(1, :n) g RETURNING id"
-                ),
-                {"n": count, "author": author},
-            ).scalars()
-        )
+from tests.seed import add_posts as add_posts  # re-exported for the reliability tests
 
 
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
