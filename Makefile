@@ -38,8 +38,8 @@ migrate: services
 	@$(WITH_SERVICES) $(BIN)/alembic upgrade head
 
 run: migrate
-	@echo "starting worker (prefork, 2 children) with embedded beat; Ctrl-C stops it"
-	@$(WITH_SERVICES) exec $(BIN)/celery -A worker.app worker --beat -P prefork -c 2 -l INFO \
+	@echo "starting worker (prefork, WORKER_CONCURRENCY children, default 3 per CPU) with embedded beat; Ctrl-C stops it"
+	@$(WITH_SERVICES) exec $(BIN)/celery -A worker.app worker --beat -P prefork -l INFO \
 		--schedule $(LOCAL)/celerybeat-schedule
 
 lint: install

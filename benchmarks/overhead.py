@@ -11,6 +11,7 @@ from benchmarks.noop_tasks import NOOP
 from benchmarks.report import Row, median, number
 from benchmarks.stack import BenchWorker, engine
 from benchmarks.views import total_views
+from worker.config import get_settings
 from worker.contracts import RECORD_VIEW
 
 
@@ -26,7 +27,7 @@ def drain(worker: BenchWorker, task_name: str, posts: list[int], count: int) -> 
 
 
 def task_drain(
-    worker: BenchWorker, url: URL, posts: list[int], count: int, runs: int, concurrency: int
+    worker: BenchWorker, url: URL, posts: list[int], count: int, runs: int, children: int
 ) -> Row:
     """record_view tasks vs no-op tasks, alternating, on the same worker."""
     db = engine(url)
@@ -43,6 +44,7 @@ def task_drain(
     db.dispose()
     ours_rate, base_rate = count / median(ours), count / median(baseline)
     ratio = ours_rate / base_rate
+    settings = get_settings()
     return Row(
         scenario="per-view task drain",
         ours=number(ours_rate, "tasks/s"),
@@ -54,7 +56,9 @@ def task_drain(
         baseline_rate=base_rate,
         rate_unit="tasks/s",
         note=(
-            f"{count:,} queued tasks per run, prefork -c {concurrency}, -l INFO, warm pool; "
+            f"{count:,} queued tasks per run, the shipped worker settings (prefork, {children} "
+            f"children, prefetch multiplier {settings.worker_prefetch_multiplier}, children at "
+            f"nice {settings.worker_child_nice}), -l INFO, warm pool; "
             "baseline: a no-op task taking the same argument on the same worker"
         ),
     )

@@ -76,8 +76,9 @@ def summarise(raw: Path, top: int = 15) -> str:
     return "\n".join(lines)
 
 
-def record(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    command = ["py-spy", "record", "-p", str(pid), "-f", "raw", "-o", str(out), "--idle"]
+def record(pid: int, out: Path, idle: bool) -> subprocess.Popen[bytes]:
+    command = ["py-spy", "record", "-p", str(pid), "-f", "raw", "-o", str(out)]
+    command += ["--idle"] if idle else []
     command += ["--nolineno", "-r", "200"]
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen([py_spy, *command[1:]], stdout=subprocess.DEVNULL)
@@ -87,21 +88,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_tasks")
     parser.add_argument("--task", default=RECORD_VIEW, choices=[RECORD_VIEW, NOOP])
     parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=1, help="pool children (-c)")
+    parser.add_argument(
+        "--on-cpu", action="store_true", help="sample only frames on the CPU (no waiting)"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="worker setting"
+    )
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
     tmp = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     try:
         with bench(tmp) as run:
             url = run.databases.migrated("profile")
             posts = add_posts(url, 1000)
-            worker = run.start_worker(url, concurrency=1)
+            worker = run.start_worker(url, concurrency=args.concurrency, **env)
             drain(worker, args.task, posts, 300)  # warm up
             worker.wait_drained(60)
             worker.pause()
             worker.preload(args.task, ([posts[i % len(posts)]] for i in range(args.count)))
-            (child,) = worker.worker.children()
+            child = min(worker.worker.children())  # the first of them when -c > 1
+            idle = not args.on_cpu
+            main_pid = worker.worker.pid
             recorders = {
-                "pool child": (record(child, tmp / "child.txt"), tmp / "child.txt"),
-                "main process": (record(worker.worker.pid, tmp / "main.txt"), tmp / "main.txt"),
+                "pool child": (record(child, tmp / "child.txt", idle), tmp / "child.txt"),
+                "main process": (record(main_pid, tmp / "main.txt", idle), tmp / "main.txt"),
             }
             time.sleep(1)  # py-spy attaches before the first task runs
             started = time.perf_counter()

@@ -187,7 +187,8 @@ class Bench:
     databases: Databases
     workers: list[BenchWorker] = field(default_factory=list)
 
-    def start_worker(self, database_url: URL, concurrency: int, **env: str) -> BenchWorker:
+    def start_worker(self, database_url: URL, concurrency: int | None, **env: str) -> BenchWorker:
+        """A live worker; `concurrency=None` keeps the shipped default (WORKER_CONCURRENCY)."""
         tag = uuid.uuid4().hex[:8]
         stack_env = {
             **os.environ,

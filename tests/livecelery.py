@@ -103,7 +103,7 @@ class LiveStack:
 
     def start_worker(
         self,
-        concurrency: int = 2,
+        concurrency: int | None = 2,
         extra_args: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
         wait: bool = True,
@@ -112,7 +112,8 @@ class LiveStack:
         log_path = self.tmp / f"{name}.log"
         command = [
             sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-            "-P", "prefork", "-c", str(concurrency), "-Q", self.queue, "-n", f"{name}@%h",
+            "-P", "prefork", *(["-c", str(concurrency)] if concurrency else []),
+            "-Q", self.queue, "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
             *extra_args,
         ]  # fmt: skip

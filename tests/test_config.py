@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from worker.config import ConfigError, load_settings
@@ -18,6 +20,10 @@ from worker.config import ConfigError, load_settings
         ("DATABASE_URL", "::not a url::"),
         ("REDIS_URL", "http://localhost"),
         ("APP_NAME", "has spaces"),
+        ("WORKER_CONCURRENCY", "0"),
+        ("WORKER_PREFETCH_MULTIPLIER", "0"),
+        ("WORKER_CHILD_NICE", "20"),
+        ("WORKER_CHILD_NICE", "-5"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -63,3 +69,15 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
     assert (settings.db_pool_size, settings.db_max_overflow, settings.app_name) == (2, 10, "worker")
     assert settings.db_pool_pre_ping is True
     assert settings.db_echo_sql is False
+
+
+def test_pool_size_defaults_to_children_per_cpu_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("WORKER_CONCURRENCY", "WORKER_CHILDREN_PER_CPU"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_settings().pool_children == 3 * (os.cpu_count() or 1)
+    monkeypatch.setenv("WORKER_CHILDREN_PER_CPU", "5")
+    assert load_settings().pool_children == 5 * (os.cpu_count() or 1)
+    monkeypatch.setenv("WORKER_CONCURRENCY", "7")
+    assert load_settings().pool_children == 7

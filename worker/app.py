@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
@@ -22,6 +23,11 @@ app.config_from_object("celeryconfig")
 def _create_engine_in_child(**_: Any) -> None:
     # The child's engine is made here, after fork, so no pooled connection crosses a fork.
     db.get_engine()
+    # The main process dispatches every message and acknowledges every result, one at a time:
+    # when children and PostgreSQL fill the CPUs, it must not wait behind them for a slice.
+    nice = get_settings().worker_child_nice
+    if nice:
+        os.nice(nice)
 
 
 @worker_process_shutdown.connect

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Annotated
 
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
     max_message_bytes: PositiveInt = 64 * 1024
     processed_task_retention_days: PositiveInt = 7
 
+    # Pool shape. Tasks here spend most of their time waiting for PostgreSQL (a commit waits
+    # for the WAL flush), so a worker runs more children than CPUs; the main process, which
+    # feeds them all one message at a time, keeps priority over them (WORKER_CHILD_NICE).
+    worker_concurrency: PositiveInt | None = None  # None: WORKER_CHILDREN_PER_CPU per CPU
+    worker_children_per_cpu: Annotated[int, Field(ge=1, le=64)] = 3
+    worker_prefetch_multiplier: Annotated[int, Field(ge=1, le=100)] = 2
+    worker_child_nice: Annotated[int, Field(ge=0, le=19)] = 10
+
     deactivate_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     dormant_after_days: PositiveInt = 365
     view_flush_interval: Annotated[float, Field(gt=0)] = 2.0
@@ -95,6 +104,13 @@ class Settings(BaseSettings):
                 "or Redis redelivers tasks that are still running"
             )
         return self
+
+    @property
+    def pool_children(self) -> int:
+        """Pool children per worker: WORKER_CONCURRENCY, else WORKER_CHILDREN_PER_CPU per CPU."""
+        if self.worker_concurrency is not None:
+            return self.worker_concurrency
+        return self.worker_children_per_cpu * (os.cpu_count() or 1)
 
     @property
     def sqlalchemy_url(self) -> URL:

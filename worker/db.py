@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings, get_settings
@@ -26,7 +28,7 @@ _test_connection: Connection | None = None
 def build_engine(settings: Settings, pid: int) -> Engine:
     """Create an engine from settings; `application_name` tells operators which process holds it."""
     options = f"-c statement_timeout={settings.db_statement_timeout_ms}"
-    return create_engine(
+    engine = create_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -36,6 +38,33 @@ def build_engine(settings: Settings, pid: int) -> Engine:
         hide_parameters=not settings.db_echo_sql,
         connect_args={"application_name": f"{settings.app_name}:{pid}", "options": options},
     )
+    if settings.db_pool_pre_ping:
+        _ping_without_round_trip(engine.dialect)
+    return engine
+
+
+def _ping_without_round_trip(dialect: Dialect) -> None:
+    """Make pre-ping ask the socket first and send `SELECT 1` only when the server spoke.
+
+    An idle PostgreSQL connection never receives anything unasked, so a readable socket means
+    the server closed it or sent a message (e.g. "terminating connection" on a restart): then
+    SQLAlchemy's own ping runs, fails and the pool reconnects, as with plain pre-ping. A silent
+    socket is alive as far as a ping can tell, and checking it costs no round trip, where
+    `SELECT 1` on every checkout costs one per task. A connection that died without a word
+    (a cut network) fails on its first statement instead, which tasks retry as transient.
+    """
+    select_one_ping = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        if dbapi_connection.closed:
+            return False
+        try:
+            spoke, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            spoke = [True]
+        return True if not spoke else bool(select_one_ping(dbapi_connection))
+
+    dialect.do_ping = do_ping  # type: ignore[method-assign]
 
 
 def get_engine() -> Engine:

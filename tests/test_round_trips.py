@@ -1,0 +1,117 @@
+"""Round trips per task: pre-ping without `SELECT 1`, the ledger claim inside the UPDATE.
+
+These run against a committed database with the worker's own engine (`build_engine`), because
+the plugin's joined test connection hides what the pool and the driver really send.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from tests.livecelery import wait_until
+from tests.seed import add_posts
+from worker import db, posts
+from worker.config import Settings
+from worker.errors import NotFound
+from worker.models import Post, ProcessedTask
+
+
+@pytest.fixture
+def observer(committed_db_url: URL) -> Iterator[Engine]:
+    """A separate engine for Given and Then steps."""
+    engine = create_engine(committed_db_url, poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def worker_engine(committed_db_url: URL) -> Iterator[Engine]:
+    """The worker's engine, as a pool child builds it, with one pooled connection."""
+    settings = Settings(
+        database_url=SecretStr(committed_db_url.render_as_string(hide_password=False)),
+        db_pool_size=1,
+        db_max_overflow=0,
+    )
+    engine = db.build_engine(settings, os.getpid())
+    with db.engine_installed(engine):
+        yield engine
+    engine.dispose()
+
+
+def backend_of_last_session() -> int:
+    with db.session_scope() as session:
+        return int(session.scalar(text("SELECT pg_backend_pid()")))
+
+
+def last_query(observer: Engine, backend: int) -> str:
+    with observer.connect() as connection:
+        query = connection.scalar(
+            text("SELECT query FROM pg_stat_activity WHERE pid = :pid"), {"pid": backend}
+        )
+    return str(query)
+
+
+def test_pre_ping_sends_nothing_to_a_healthy_connection(
+    worker_engine: Engine, observer: Engine
+) -> None:
+    # Given a pooled connection whose last statement was the session's COMMIT
+    backend = backend_of_last_session()
+    assert last_query(observer, backend) == "COMMIT"
+
+    # When a new session checks it out (pre-ping runs at checkout)
+    with db.session_scope() as session:
+        session.connection()
+        # Then the server saw no `SELECT 1`: its last query is still the one before
+        assert last_query(observer, backend) == "COMMIT"
+
+
+def test_sqlalchemys_own_pre_ping_would_send_select_1(
+    committed_db_url: URL, observer: Engine
+) -> None:
+    # The control for the test above: the same check sees the stock ping's round trip.
+    engine = create_engine(committed_db_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    with db.engine_installed(engine):
+        backend = backend_of_last_session()
+        with db.session_scope() as session:
+            session.connection()
+            assert last_query(observer, backend) == "SELECT 1"
+    engine.dispose()
+
+
+def test_pre_ping_replaces_a_connection_the_server_closed(
+    worker_engine: Engine, observer: Engine
+) -> None:
+    # Given a pooled connection that the server then terminates (as on a restart)
+    backend = backend_of_last_session()
+    with observer.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    wait_until(lambda: last_query(observer, backend) == "None", 10, 0.05, "backend gone")
+
+    # When the next session runs, it gets a new connection instead of an error
+    assert backend_of_last_session() != backend
+
+
+def test_record_view_once_of_a_missing_post_leaves_no_claim(
+    worker_engine: Engine, observer: Engine
+) -> None:
+    with pytest.raises(NotFound, match="post"), db.session_scope() as session:
+        posts.record_view_once(session, 10**12, "missing-post-task", "t")
+    with observer.connect() as other:
+        claims = other.scalar(select(text("count(*)")).select_from(ProcessedTask))
+    assert claims == 0
+
+
+def test_record_view_once_applies_a_task_id_once(worker_engine: Engine, observer: Engine) -> None:
+    (post,) = add_posts(observer, 1)
+    for _ in range(3):
+        with db.session_scope() as session:
+            posts.record_view_once(session, post, "same-task", "t")
+    with observer.connect() as other:
+        assert other.scalar(select(Post.view_count).where(Post.id == post)) == 1
