@@ -32,6 +32,7 @@ class Sizes:
     views: int
     calls: int
     drain: int
+    drain_pairs: int
     rss_tasks: int
     runs: int
 
@@ -42,10 +43,13 @@ FULL = Sizes(
     views=500_000,
     calls=5_000,
     drain=5_000,
+    drain_pairs=5,
     rss_tasks=100_000,
     runs=3,
 )
-SMOKE = Sizes(users=2_000, posts=200, views=2_000, calls=200, drain=100, rss_tasks=300, runs=1)
+SMOKE = Sizes(
+    users=2_000, posts=200, views=2_000, calls=200, drain=100, drain_pairs=1, rss_tasks=300, runs=1
+)
 
 
 def _failed(scenario: str, error: BaseException) -> Row:
@@ -89,7 +93,7 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
     attempt("buffered record_view call", lambda: call_cost(worker, sizes.calls, sizes.runs))
     attempt(
         "per-view task drain",
-        lambda: task_drain(worker, views_url, posts, sizes.drain, sizes.runs, children),
+        lambda: task_drain(worker, views_url, posts, sizes.drain, sizes.drain_pairs, children),
     )
     worker.stack.shutdown()
 
