@@ -83,7 +83,6 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
     views_url = run.databases.migrated("views")
     posts = add_posts(views_url, sizes.posts)
     # The worker as shipped: default pool size, prefetch and child priority (worker.config).
-    children = get_settings().pool_children
     worker = run.start_worker(views_url, concurrency=None)
     chunk = get_settings().view_flush_chunk_size
     attempt(
@@ -93,7 +92,7 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
     attempt("buffered record_view call", lambda: call_cost(worker, sizes.calls, sizes.runs))
     attempt(
         "per-view task drain",
-        lambda: task_drain(worker, views_url, posts, sizes.drain, sizes.drain_pairs, children),
+        lambda: task_drain(worker, views_url, posts, sizes.drain, sizes.drain_pairs),
     )
     worker.stack.shutdown()
 

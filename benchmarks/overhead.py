@@ -26,9 +26,7 @@ def drain(worker: BenchWorker, task_name: str, posts: list[int], count: int) -> 
     return time.perf_counter() - started
 
 
-def task_drain(
-    worker: BenchWorker, url: URL, posts: list[int], count: int, runs: int, children: int
-) -> Row:
+def task_drain(worker: BenchWorker, url: URL, posts: list[int], count: int, runs: int) -> Row:
     """record_view tasks vs no-op tasks on the same worker, in pairs run back to back.
 
     The ratio is the median of the pairs' ratios: a pair shares the machine's load of the
@@ -68,7 +66,8 @@ def task_drain(
         baseline_rate=base_rate,
         rate_unit="tasks/s",
         note=(
-            f"{count:,} queued tasks per run, the shipped worker settings (prefork, {children} "
+            f"{count:,} queued tasks per run, the shipped worker settings (prefork, "
+            f"{settings.pool_children} "
             f"children, prefetch multiplier {settings.worker_prefetch_multiplier}, children at "
             f"nice {settings.worker_child_nice}), -l INFO, warm pool; "
             "baseline: a no-op task taking the same argument on the same worker; ratio: median "

@@ -112,7 +112,7 @@ class LiveStack:
         log_path = self.tmp / f"{name}.log"
         command = [
             sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-            "-P", "prefork", *(["-c", str(concurrency)] if concurrency else []),
+            "-P", "prefork", *(["-c", str(concurrency)] if concurrency is not None else []),
             "-Q", self.queue, "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
             *extra_args,

@@ -13,7 +13,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
 from tests.livecelery import wait_until
 from tests.seed import add_posts
@@ -21,14 +20,6 @@ from worker import db, posts
 from worker.config import Settings
 from worker.errors import NotFound
 from worker.models import Post, ProcessedTask
-
-
-@pytest.fixture
-def observer(committed_db_url: URL) -> Iterator[Engine]:
-    """A separate engine for Given and Then steps."""
-    engine = create_engine(committed_db_url, poolclass=NullPool)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -59,21 +50,21 @@ def last_query(observer: Engine, backend: int) -> str:
 
 
 def test_pre_ping_sends_nothing_to_a_healthy_connection(
-    worker_engine: Engine, observer: Engine
+    worker_engine: Engine, live_db: Engine
 ) -> None:
     # Given a pooled connection whose last statement was the session's COMMIT
     backend = backend_of_last_session()
-    assert last_query(observer, backend) == "COMMIT"
+    assert last_query(live_db, backend) == "COMMIT"
 
     # When a new session checks it out (pre-ping runs at checkout)
     with db.session_scope() as session:
         session.connection()
         # Then the server saw no `SELECT 1`: its last query is still the one before
-        assert last_query(observer, backend) == "COMMIT"
+        assert last_query(live_db, backend) == "COMMIT"
 
 
 def test_sqlalchemys_own_pre_ping_would_send_select_1(
-    committed_db_url: URL, observer: Engine
+    committed_db_url: URL, live_db: Engine
 ) -> None:
     # The control for the test above: the same check sees the stock ping's round trip.
     engine = create_engine(committed_db_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
@@ -81,37 +72,37 @@ def test_sqlalchemys_own_pre_ping_would_send_select_1(
         backend = backend_of_last_session()
         with db.session_scope() as session:
             session.connection()
-            assert last_query(observer, backend) == "SELECT 1"
+            assert last_query(live_db, backend) == "SELECT 1"
     engine.dispose()
 
 
 def test_pre_ping_replaces_a_connection_the_server_closed(
-    worker_engine: Engine, observer: Engine
+    worker_engine: Engine, live_db: Engine
 ) -> None:
     # Given a pooled connection that the server then terminates (as on a restart)
     backend = backend_of_last_session()
-    with observer.connect() as connection:
+    with live_db.connect() as connection:
         connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
-    wait_until(lambda: last_query(observer, backend) == "None", 10, 0.05, "backend gone")
+    wait_until(lambda: last_query(live_db, backend) == "None", 10, 0.05, "backend gone")
 
     # When the next session runs, it gets a new connection instead of an error
     assert backend_of_last_session() != backend
 
 
 def test_record_view_once_of_a_missing_post_leaves_no_claim(
-    worker_engine: Engine, observer: Engine
+    worker_engine: Engine, live_db: Engine
 ) -> None:
     with pytest.raises(NotFound, match="post"), db.session_scope() as session:
         posts.record_view_once(session, 10**12, "missing-post-task", "t")
-    with observer.connect() as other:
+    with live_db.connect() as other:
         claims = other.scalar(select(text("count(*)")).select_from(ProcessedTask))
     assert claims == 0
 
 
-def test_record_view_once_applies_a_task_id_once(worker_engine: Engine, observer: Engine) -> None:
-    (post,) = add_posts(observer, 1)
+def test_record_view_once_applies_a_task_id_once(worker_engine: Engine, live_db: Engine) -> None:
+    (post,) = add_posts(live_db, 1)
     for _ in range(3):
         with db.session_scope() as session:
             posts.record_view_once(session, post, "same-task", "t")
-    with observer.connect() as other:
+    with live_db.connect() as other:
         assert other.scalar(select(Post.view_count).where(Post.id == post)) == 1

@@ -58,11 +58,13 @@ def _ping_without_round_trip(dialect: Dialect) -> None:
     def do_ping(dbapi_connection: Any) -> bool:
         if dbapi_connection.closed:
             return False
+        poller = select.poll()  # unlike select(), fine with descriptors above 1023
         try:
-            spoke, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+            poller.register(dbapi_connection.fileno(), select.POLLIN)
+            spoke = bool(poller.poll(0))
         except (OSError, ValueError):
-            spoke = [True]
-        return True if not spoke else bool(select_one_ping(dbapi_connection))
+            spoke = True
+        return bool(select_one_ping(dbapi_connection)) if spoke else True
 
     dialect.do_ping = do_ping  # type: ignore[method-assign]
 
