@@ -33,6 +33,9 @@ _TRANSIENT_SQLSTATES = frozenset(
         "57P02",  # crash_shutdown
         "57P03",  # cannot_connect_now
         "53300",  # too_many_connections
+        # A prepared statement the server lost or already had: the connection was replaced.
+        "26000",  # invalid_sql_statement_name
+        "42P05",  # duplicate_prepared_statement
     }
 )
 

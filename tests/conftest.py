@@ -11,13 +11,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from tests.livecelery import LiveStack
-from worker.config import get_settings
+from worker import db
+from worker.config import Settings, get_settings
 from worker.devservices import mask_url
 from worker.models import Post, User
 from worker.testing import as_runtime_role
@@ -127,3 +129,17 @@ def live_db(committed_db_url: URL) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def worker_engine(committed_db_url: URL) -> Iterator[Engine]:
+    """The worker's engine, as a pool child builds it, with one pooled connection."""
+    settings = Settings(
+        database_url=SecretStr(committed_db_url.render_as_string(hide_password=False)),
+        db_pool_size=1,
+        db_max_overflow=0,
+    )
+    engine = db.build_engine(settings, os.getpid())
+    with db.engine_installed(engine):
+        yield engine
+    engine.dispose()

@@ -6,34 +6,15 @@ the plugin's joined test connection hides what the pool and the driver really se
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import URL
 
 from tests.livecelery import wait_until
 from tests.seed import add_posts
 from worker import db, posts
-from worker.config import Settings
 from worker.errors import NotFound
 from worker.models import Post, ProcessedTask
-
-
-@pytest.fixture
-def worker_engine(committed_db_url: URL) -> Iterator[Engine]:
-    """The worker's engine, as a pool child builds it, with one pooled connection."""
-    settings = Settings(
-        database_url=SecretStr(committed_db_url.render_as_string(hide_password=False)),
-        db_pool_size=1,
-        db_max_overflow=0,
-    )
-    engine = db.build_engine(settings, os.getpid())
-    with db.engine_installed(engine):
-        yield engine
-    engine.dispose()
 
 
 def backend_of_last_session() -> int:

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     db_pool_recycle: Annotated[int, Field(ge=-1)] = 1800
     db_echo_sql: bool = False
     db_statement_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    # Off only behind a pooler that shares server sessions between clients (PgBouncer in
+    # transaction mode): there a statement prepared by one client is missing for the next.
+    db_prepared_statements: bool = True
     task_queue: Annotated[
         str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     ] = "worker"

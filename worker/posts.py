@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from worker.errors import NotFound
 from worker.models import Post
+from worker.prepared import PreparedStatement
 
 
 def record_view(session: Session, post_id: int) -> int:
@@ -28,7 +29,8 @@ def record_view(session: Session, post_id: int) -> int:
     return new_count
 
 
-_CLAIM_AND_RECORD_VIEW = text(
+_CLAIM_AND_RECORD_VIEW = PreparedStatement(
+    "worker_record_view_once",
     """
     WITH claimed AS (
         INSERT INTO processed_tasks (task_id, task_name) VALUES (:task_id, :task_name)
@@ -40,19 +42,19 @@ _CLAIM_AND_RECORD_VIEW = text(
         RETURNING view_count
     )
     SELECT EXISTS (SELECT FROM claimed) AS claimed, (SELECT view_count FROM counted) AS new_count
-    """
+    """,
+    {"task_id": "text", "task_name": "text", "post_id": "bigint"},
 )
 
 
 def record_view_once(session: Session, post_id: int, task_id: str, task_name: str) -> int | None:
-    """`record_view` and the exactly-once ledger claim in one round trip.
+    """`record_view` and the exactly-once ledger claim in one prepared statement.
 
     Returns None when `task_id` was already applied; raises NotFound (so the caller's rollback
     also undoes the claim) when the post does not exist.
     """
-    row = session.execute(
-        _CLAIM_AND_RECORD_VIEW,
-        {"task_id": task_id, "task_name": task_name, "post_id": post_id},
+    row = _CLAIM_AND_RECORD_VIEW.execute(
+        session, {"task_id": task_id, "task_name": task_name, "post_id": post_id}
     ).one()
     if not row.claimed:
         return None

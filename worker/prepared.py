@@ -1,0 +1,72 @@
+"""Server-side prepared statements for the hot path: parsed and planned once per connection."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from sqlalchemy import Connection, CursorResult, TextClause, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from worker.config import get_settings
+
+# Kept in the DBAPI connection's `info`, which SQLAlchemy clears when it replaces the connection.
+_PREPARED_KEY: Final = "worker.prepared_statements"
+# The server's prepared statements and our record of them disagree (e.g. someone ran DISCARD ALL).
+PREPARED_STATEMENT_MISSING: Final = "26000"
+PREPARED_STATEMENT_DUPLICATE: Final = "42P05"
+
+
+class PreparedStatement:
+    """One SQL statement with `:name` parameters, run as PREPARE once and EXECUTE after.
+
+    PostgreSQL parses and plans a plain statement on every run; for a statement a task runs
+    thousands of times a second that is a large share of the server's work. The statement is
+    prepared on first use in each connection (PREPARE is not transactional: a rollback keeps it).
+    With DB_PREPARED_STATEMENTS off, for poolers that share server sessions between clients
+    (PgBouncer in transaction mode), it runs as plain SQL with the same parameters.
+    """
+
+    def __init__(self, name: str, sql: str, parameter_types: Mapping[str, str]) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ValueError(f"not a plain SQL identifier: {name!r}")
+        self.name = name
+        self.plain: TextClause = text(sql)
+        order = list(parameter_types)
+        found = set(re.findall(r"(?<!:):([a-z_][a-z0-9_]*)", sql))
+        if found != set(order):
+            raise ValueError(f"{name}: parameters {sorted(found)} but types for {order}")
+        body = re.sub(
+            r"(?<!:):([a-z_][a-z0-9_]*)", lambda match: f"${order.index(match[1]) + 1}", sql
+        )
+        types = ", ".join(parameter_types.values())
+        self.prepare_sql = f"PREPARE {name} ({types}) AS {body}"
+        self.execute_sql = f"EXECUTE {name} ({', '.join(f'%({p})s' for p in order)})"
+
+    def execute(self, session: Session, parameters: Mapping[str, Any]) -> CursorResult[Any]:
+        """Run the statement in the session's transaction."""
+        connection = session.connection()
+        if not get_settings().db_prepared_statements:
+            return connection.execute(self.plain, dict(parameters))
+        self._prepare_once(connection)
+        try:
+            return connection.exec_driver_sql(self.execute_sql, dict(parameters))
+        except DBAPIError as error:
+            if getattr(error.orig, "pgcode", None) == PREPARED_STATEMENT_MISSING:
+                # The server lost it: a new connection prepares afresh on the next attempt.
+                connection.invalidate()
+            raise
+
+    def _prepare_once(self, connection: Connection) -> None:
+        prepared: set[str] = connection.connection.info.setdefault(_PREPARED_KEY, set())
+        if self.name in prepared:
+            return
+        try:
+            connection.exec_driver_sql(self.prepare_sql)
+        except DBAPIError as error:
+            if getattr(error.orig, "pgcode", None) == PREPARED_STATEMENT_DUPLICATE:
+                connection.invalidate()  # prepared by an attempt that never recorded it
+            raise
+        prepared.add(self.name)
