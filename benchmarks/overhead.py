@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 
 from benchmarks.noop_tasks import NOOP
 from benchmarks.report import Row, median, number
-from benchmarks.stack import BenchWorker, engine
+from benchmarks.stack import BenchWorker, checkpoint, engine
 from benchmarks.views import total_views
 from worker.config import get_settings
 from worker.contracts import RECORD_VIEW
@@ -34,6 +34,7 @@ def task_drain(worker: BenchWorker, url: URL, posts: list[int], count: int, runs
     which task goes first.
     """
     db = engine(url)
+    checkpoint(url, vacuum=True)
     drain(worker, RECORD_VIEW, posts, min(count, 200))  # warm every child's engine and imports
     drain(worker, NOOP, posts, min(count, 200))
     ours, baseline, ratios = [], [], []
