@@ -17,6 +17,7 @@ from worker.config import get_settings
 from worker.contracts import validate_arguments
 from worker.db import session_scope
 from worker.deliveries import PoisonMessage
+from worker.prepared import OUT_OF_STEP_SQLSTATES
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,8 @@ _TRANSIENT_SQLSTATES = frozenset(
         "57P02",  # crash_shutdown
         "57P03",  # cannot_connect_now
         "53300",  # too_many_connections
-        # A prepared statement the server lost or already had: the connection was replaced.
-        "26000",  # invalid_sql_statement_name
-        "42P05",  # duplicate_prepared_statement
+        # A prepared statement out of step with the server: its connection was replaced.
+        *OUT_OF_STEP_SQLSTATES,
     }
 )
 

@@ -6,18 +6,18 @@ server-side state of a pooled connection is what is under test.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tasks.base import is_transient
+from tests.reliability.helpers import views
 from tests.seed import add_posts
 from worker import db, posts
 from worker.config import get_settings
 from worker.errors import NotFound
-from worker.models import Post
 from worker.prepared import PreparedStatement
 
 STATEMENT = "worker_record_view_once"
@@ -39,11 +39,6 @@ def executions_on_pooled_connection() -> tuple[int, int]:
             {"name": STATEMENT},
         )
         return int(session.scalar(text("SELECT pg_backend_pid()"))), int(runs)
-
-
-def views_of(live_db: Engine, post: int) -> int:
-    with live_db.connect() as connection:
-        return int(connection.scalar(select(Post.view_count).where(Post.id == post)))
 
 
 def test_prepared_once_and_run_for_every_view(worker_engine: Engine, live_db: Engine) -> None:
@@ -82,20 +77,19 @@ def _forget_in_pool() -> None:
     "lose", [_deallocate_on_server, _forget_in_pool], ids=["server-lost-it", "pool-forgot-it"]
 )
 def test_a_prepared_statement_out_of_step_costs_one_retry(
-    worker_engine: Engine, live_db: Engine, lose: object
+    worker_engine: Engine, live_db: Engine, lose: Callable[[], None]
 ) -> None:
     # Given a prepared statement that the server and the pool disagree about
     (post,) = add_posts(live_db, 1)
     assert view(post, "first") == 1
     backend, _ = executions_on_pooled_connection()
-    assert callable(lose)
     lose()
 
     # When the next task runs, it fails with an error the task retries, changing nothing
     with pytest.raises(DBAPIError) as failure:
         view(post, "second")
     assert is_transient(failure.value)
-    assert views_of(live_db, post) == 1
+    assert views(live_db, post) == 1
 
     # Then the retry runs on a new connection and counts the view once
     assert view(post, "second") == 2

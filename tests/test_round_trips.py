@@ -11,10 +11,11 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import URL
 
 from tests.livecelery import wait_until
+from tests.reliability.helpers import views
 from tests.seed import add_posts
 from worker import db, posts
 from worker.errors import NotFound
-from worker.models import Post, ProcessedTask
+from worker.models import ProcessedTask
 
 
 def backend_of_last_session() -> int:
@@ -85,5 +86,4 @@ def test_record_view_once_applies_a_task_id_once(worker_engine: Engine, live_db:
     for _ in range(3):
         with db.session_scope() as session:
             posts.record_view_once(session, post, "same-task", "t")
-    with live_db.connect() as other:
-        assert other.scalar(select(Post.view_count).where(Post.id == post)) == 1
+    assert views(live_db, post) == 1

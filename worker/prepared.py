@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from sqlalchemy import Connection, CursorResult, TextClause, text
+from sqlalchemy import CursorResult, TextClause, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -14,9 +14,11 @@ from worker.config import get_settings
 
 # Kept in the DBAPI connection's `info`, which SQLAlchemy clears when it replaces the connection.
 _PREPARED_KEY: Final = "worker.prepared_statements"
-# The server's prepared statements and our record of them disagree (e.g. someone ran DISCARD ALL).
-PREPARED_STATEMENT_MISSING: Final = "26000"
-PREPARED_STATEMENT_DUPLICATE: Final = "42P05"
+# The server's prepared statements and our record of them disagree (e.g. someone ran DISCARD ALL):
+# invalid_sql_statement_name (lost on the server) and duplicate_prepared_statement (forgotten here).
+OUT_OF_STEP_SQLSTATES: Final = frozenset({"26000", "42P05"})
+# A `:name` parameter; `::type` casts are not parameters.
+_PARAMETER: Final = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
 
 
 class PreparedStatement:
@@ -35,12 +37,10 @@ class PreparedStatement:
         self.name = name
         self.plain: TextClause = text(sql)
         order = list(parameter_types)
-        found = set(re.findall(r"(?<!:):([a-z_][a-z0-9_]*)", sql))
+        found = set(_PARAMETER.findall(sql))
         if found != set(order):
             raise ValueError(f"{name}: parameters {sorted(found)} but types for {order}")
-        body = re.sub(
-            r"(?<!:):([a-z_][a-z0-9_]*)", lambda match: f"${order.index(match[1]) + 1}", sql
-        )
+        body = _PARAMETER.sub(lambda match: f"${order.index(match[1]) + 1}", sql)
         types = ", ".join(parameter_types.values())
         self.prepare_sql = f"PREPARE {name} ({types}) AS {body}"
         self.execute_sql = f"EXECUTE {name} ({', '.join(f'%({p})s' for p in order)})"
@@ -50,23 +50,14 @@ class PreparedStatement:
         connection = session.connection()
         if not get_settings().db_prepared_statements:
             return connection.execute(self.plain, dict(parameters))
-        self._prepare_once(connection)
+        prepared: set[str] = connection.connection.info.setdefault(_PREPARED_KEY, set())
         try:
+            if self.name not in prepared:
+                connection.exec_driver_sql(self.prepare_sql)
+                prepared.add(self.name)
             return connection.exec_driver_sql(self.execute_sql, dict(parameters))
         except DBAPIError as error:
-            if getattr(error.orig, "pgcode", None) == PREPARED_STATEMENT_MISSING:
-                # The server lost it: a new connection prepares afresh on the next attempt.
+            if getattr(error.orig, "pgcode", None) in OUT_OF_STEP_SQLSTATES:
+                # A new connection prepares afresh on the next attempt (the task retries).
                 connection.invalidate()
             raise
-
-    def _prepare_once(self, connection: Connection) -> None:
-        prepared: set[str] = connection.connection.info.setdefault(_PREPARED_KEY, set())
-        if self.name in prepared:
-            return
-        try:
-            connection.exec_driver_sql(self.prepare_sql)
-        except DBAPIError as error:
-            if getattr(error.orig, "pgcode", None) == PREPARED_STATEMENT_DUPLICATE:
-                connection.invalidate()  # prepared by an attempt that never recorded it
-            raise
-        prepared.add(self.name)
