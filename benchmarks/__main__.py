@@ -69,8 +69,11 @@ def _failed(scenario: str, error: BaseException) -> Row:
 def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
     rows: list[Row] = []
 
+    def wanted(*scenarios: str) -> bool:
+        return not only or bool(only.intersection(scenarios))
+
     def attempt(scenario: str, measure: Callable[[], Row]) -> None:
-        if only and scenario not in only:
+        if not wanted(scenario):
             return
         print(f"{scenario}...", file=sys.stderr, flush=True)
         try:
@@ -81,9 +84,6 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
 
     # Deactivation first, while no worker of ours competes for the CPU.
     attempt("bulk deactivation", lambda: bulk_deactivation(run.databases, sizes.users, sizes.runs))
-
-    def wanted(*scenarios: str) -> bool:
-        return not only or bool(only.intersection(scenarios))
 
     if wanted("buffered views end to end", "buffered record_view call"):
         views_url = run.databases.migrated("views")

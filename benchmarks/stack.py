@@ -68,16 +68,10 @@ def engine(url: URL, **options: Any) -> Engine:
     return create_engine(url, poolclass=NullPool, **options)
 
 
-def checkpoint(url: URL, vacuum: bool = False) -> None:
-    """Start the next timing from a clean slate of dirty buffers, where the role may do so.
-
-    With `vacuum`, first clean up after the previous scenario, so that autovacuum does not
-    pick its dead rows up in the middle of the next timing.
-    """
+def checkpoint(url: URL) -> None:
+    """Start the next timing from a clean slate of dirty buffers, where the role may do so."""
     admin = engine(url, isolation_level="AUTOCOMMIT")
     with contextlib.suppress(Exception), admin.connect() as connection:
-        if vacuum:
-            connection.execute(text("VACUUM (ANALYZE)"))
         connection.execute(text("CHECKPOINT"))
     admin.dispose()
 
