@@ -77,13 +77,24 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
     abstract = True
     # Celery's own retry-on-exception is off: transient faults are classified in `__call__`.
     autoretry_for = ()
-    # Oversized messages are refused before their body is decoded (MAX_MESSAGE_BYTES).
-    Strategy = "worker.refusals:size_limited_strategy"
+    # In the main process: counts first deliveries whose process died (MAX_DELIVERIES).
+    Request = "worker.deliveries:DatabaseRequest"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         delivery = self.request.delivery_info
-        if delivery and delivery.get("redelivered") and self._delivery_cap_reached(args, kwargs):
-            return None
+        task_id = self.request.id
+        if task_id is None or not (delivery and delivery.get("redelivered")):
+            return self._run_once(args, kwargs)
+        retries = self.request.retries or 0
+        earlier = deliveries.start_redelivered_run(task_id, retries)
+        try:
+            if self._delivery_cap_reached(args, kwargs, earlier):
+                return None
+            return self._run_once(args, kwargs)
+        finally:
+            deliveries.finish_redelivered_run(task_id, retries)
+
+    def _run_once(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return self.run(**self.validate(args, kwargs))
         except Retry:
@@ -101,18 +112,18 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
         """
         return validate_arguments(self.name, args, kwargs).model_dump()
 
-    def _delivery_cap_reached(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        """Dead-letter a redelivered message whose earlier deliveries all died (MAX_DELIVERIES)."""
-        task_id = self.request.id
-        if task_id is None:
-            return False
-        earlier = deliveries.count_redelivery(task_id, self.request.retries or 0)
+    def _delivery_cap_reached(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], earlier: int
+    ) -> bool:
+        """Dead-letter a message whose `earlier` started runs all died (MAX_DELIVERIES)."""
         limit = get_settings().max_deliveries
+        if earlier == 0:
+            return False  # handed back unstarted, or its earlier run finished
         if earlier < limit:
             log.warning(
                 "%s[%s] redelivered, an earlier delivery did not finish (delivery %d of %d)",
                 self.name,
-                task_id,
+                self.request.id,
                 earlier + 1,
                 limit,
             )

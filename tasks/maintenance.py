@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from celery import shared_task
 from sqlalchemy.orm import Session
@@ -29,20 +30,27 @@ def prune_processed_tasks(self: DatabaseTask) -> int:
 
 @shared_task(name=RECORD_REFUSAL, base=DatabaseTask, bind=True)
 def record_refusal(
-    self: DatabaseTask, task_id: str, task_name: str, error_class: str, reason: str
+    self: DatabaseTask,
+    task_id: str,
+    task_name: str,
+    error_class: str,
+    reason: str,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> None:
-    """Dead-letter a message the main process refused without decoding it (no arguments)."""
+    """Dead-letter a message the main process refused, with its arguments where it had some."""
 
     def dead_letter(session: Session) -> None:
         ledger.record_failure(
             session,
             task_id=task_id,
             task_name=task_name,
-            args=[],
-            kwargs={},
+            args=args or [],
+            kwargs=kwargs or {},
             error=reason,
             error_class=error_class,
         )
 
+    # The main process already logged the refusal at WARNING: one line per failure.
     self.apply_once(dead_letter)
-    log.error("%s[%s] refused and dead-lettered: %s", task_name, task_id, reason)
+    log.info("%s[%s] dead letter recorded (%s)", task_name, task_id, error_class)

@@ -37,10 +37,11 @@ def _dispose_engine_in_child(**_: Any) -> None:
 
 @task_rejected.connect
 def _dead_letter_refused_message(message: Any, exc: BaseException | None, **_: Any) -> None:
-    # Too large, not JSON (pickle, yaml) or malformed: Celery dropped it without running it.
-    refusals.record_refusal(app, message, exc)
+    # Celery rejected it without running it (worker.transport already refused what it knows).
+    refusals.Refuser.from_settings(get_settings()).refuse_celery_message(app, message, exc)
 
 
 @task_unknown.connect
 def _dead_letter_unknown_task(message: Any, name: str, **_: Any) -> None:
-    refusals.record_refusal(app, message, NotRegistered(f"no task named {name!r} in this worker"))
+    error = NotRegistered(f"no task named {name!r} in this worker")
+    refusals.Refuser.from_settings(get_settings()).refuse_celery_message(app, message, error)

@@ -70,7 +70,8 @@ def _check_options(options: Mapping[str, Any]) -> None:
     unknown = options.keys() - _OPTION_NAMES
     if unknown:
         raise InvalidTaskOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
-    limit = get_settings().broker_visibility_timeout
+    # A held message must run before Redis hands it out again (see Settings.max_task_delay_seconds).
+    limit = get_settings().max_task_delay_seconds
     countdown, eta = options.get("countdown"), options.get("eta")
     if countdown is not None:
         if isinstance(countdown, bool) or not isinstance(countdown, int | float):
@@ -79,7 +80,7 @@ def _check_options(options: Mapping[str, Any]) -> None:
             # Redis redelivers a message still unacknowledged after the visibility timeout.
             raise InvalidTaskOptions(
                 f"countdown must be between 0 and {limit} seconds "
-                f"(BROKER_VISIBILITY_TIMEOUT), got {countdown!r}"
+                f"(BROKER_VISIBILITY_TIMEOUT - TASK_TIME_LIMIT), got {countdown!r}"
             )
         if eta is not None:
             raise InvalidTaskOptions("give countdown or eta, not both")
@@ -88,7 +89,8 @@ def _check_options(options: Mapping[str, Any]) -> None:
             raise InvalidTaskOptions(f"eta must be a timezone-aware datetime, got {eta!r}")
         if eta - datetime.now(UTC) > timedelta(seconds=limit):
             raise InvalidTaskOptions(
-                f"eta must be at most {limit} seconds ahead (BROKER_VISIBILITY_TIMEOUT)"
+                f"eta must be at most {limit} seconds ahead "
+                "(BROKER_VISIBILITY_TIMEOUT - TASK_TIME_LIMIT)"
             )
     queue = options.get("queue")
     if queue is not None and not (

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     task_retry_backoff_max: PositiveInt = 60
     max_deliveries: PositiveInt = 3
     max_message_bytes: PositiveInt = 64 * 1024
+    # Raw messages refused without an id to dead-letter them under, kept in Redis for operators.
+    quarantine_max_entries: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
     processed_task_retention_days: PositiveInt = 7
 
     # Pool shape. Tasks here spend most of their time waiting for PostgreSQL (a commit waits
@@ -114,6 +116,15 @@ class Settings(BaseSettings):
         if self.worker_concurrency is not None:
             return self.worker_concurrency
         return self.worker_children_per_cpu * (os.cpu_count() or 1)
+
+    @property
+    def max_task_delay_seconds(self) -> int:
+        """How far ahead a message's eta or countdown may lie.
+
+        Redis hands a message out again once it has been unacknowledged for
+        BROKER_VISIBILITY_TIMEOUT, and a held message stays unacknowledged until its run ends.
+        """
+        return self.broker_visibility_timeout - self.task_time_limit
 
     @property
     def sqlalchemy_url(self) -> URL:

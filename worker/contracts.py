@@ -17,6 +17,11 @@ PRUNE_PROCESSED_TASKS: Final = "tasks.maintenance.prune_processed_tasks"
 OUTBOX_RELAY: Final = "tasks.outbox.relay_outbox"
 RECORD_REFUSAL: Final = "tasks.maintenance.record_refusal"
 
+# The tasks API services send, and so the only ones a dead letter may be requeued as. Every other
+# name is internal (beat's housekeeping, the outbox relay, refusals, the "views.batch" pseudo task)
+# or unknown: requeueing it could forge a dead letter or apply the worker's own bookkeeping twice.
+PUBLIC_TASKS: Final = frozenset({RECORD_VIEW, DEACTIVATE_USER, DEACTIVATE_DORMANT_USERS})
+
 RowId = Annotated[StrictInt, Field(ge=1, le=BIGINT_MAX)]
 
 
@@ -51,6 +56,10 @@ class RecordRefusalArgs(TaskArgs):
     task_name: Annotated[str, Field(min_length=1, max_length=200)]
     error_class: Annotated[str, Field(min_length=1, max_length=200)]
     reason: Annotated[str, Field(max_length=2000)]
+    # What the refused message was called with, where its body could be read: kept so that
+    # `failures retry` can send it again.
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 CONTRACTS: Final[dict[str, type[TaskArgs]]] = {

@@ -1,11 +1,16 @@
-"""Counts redeliveries of a message in Redis, so one that keeps killing its worker is capped."""
+"""Counts runs that started and never ended, in Redis, so a message that keeps killing its worker
+is capped (MAX_DELIVERIES)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import redis
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.worker.request import Request
 
 from worker.config import get_settings
 from worker.errors import PermanentError
@@ -36,22 +41,66 @@ def delivery_key(queue: str, task_id: str, retries: int) -> str:
     return f"worker:deliveries:{queue}:{task_id}:{retries}"
 
 
-def count_redelivery(task_id: str, retries: int) -> int:
-    """Count a redelivery of the message; return how many deliveries came before this one.
-
-    Called only for messages the broker marks as redelivered, so the first delivery costs no
-    round trip and counts as one. If Redis cannot be reached the message is let through (0).
-    """
+def _ttl() -> int:
     settings = get_settings()
-    key = delivery_key(settings.task_queue, task_id, retries)
     # Long enough to outlive redeliveries that wait for the visibility timeout.
-    ttl = max(86_400, settings.broker_visibility_timeout * (settings.max_deliveries + 1))
+    return max(86_400, settings.broker_visibility_timeout * (settings.max_deliveries + 1))
+
+
+def _add(task_id: str, retries: int, amount: int) -> int | None:
+    key = delivery_key(get_settings().task_queue, task_id, retries)
     try:
         with _client().pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl)
+            pipe.incrby(key, amount)
+            pipe.expire(key, _ttl())
             count, _ = pipe.execute()
     except redis.RedisError as error:
-        log.warning("could not count a redelivery of %s: %s", task_id, type(error).__name__)
-        return 0
+        log.warning("could not count a delivery of %s: %s", task_id, type(error).__name__)
+        return None
     return int(count)
+
+
+def start_redelivered_run(task_id: str, retries: int) -> int:
+    """Count the start of a redelivered message's run; return the earlier runs that never ended.
+
+    Only runs that start are counted: a message handed back unstarted (held for its eta, or
+    prefetched when its worker shut down) comes back marked redelivered but adds nothing.
+    A first delivery costs no round trip; its death is counted by the main process
+    (`DatabaseRequest`). If Redis cannot be reached the message is let through (0).
+    """
+    count = _add(task_id, retries, 1)
+    return 0 if count is None else max(0, count - 1)
+
+
+def finish_redelivered_run(task_id: str, retries: int) -> None:
+    """The run counted by `start_redelivered_run` ended (success, dead letter or retry)."""
+    _add(task_id, retries, -1)
+
+
+def record_lost_run(task_id: str, retries: int) -> None:
+    """A first delivery's run was lost with its process (crash, OOM kill, hard time limit)."""
+    _add(task_id, retries, 1)
+
+
+class DatabaseRequest(Request):
+    """Celery's request, in the worker's main process: counts first-delivery runs that died.
+
+    Set as `DatabaseTask.Request`. A redelivered run counts itself when it starts (in the child),
+    so only a message that was not redelivered is counted here.
+    """
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> Any:
+        error = exc_info.exception
+        error = error.exc if isinstance(error, ExceptionWithTraceback) else error
+        lost = isinstance(error, WorkerLostError | TimeLimitExceeded) or (
+            isinstance(error, SystemExit | KeyboardInterrupt)
+            and not (
+                getattr(self, "_already_cancelled", False)
+                or getattr(self, "_already_revoked", False)
+            )
+        )
+        if lost and self.id and not (self.delivery_info or {}).get("redelivered"):
+            record_lost_run(self.id, self.request_dict.get("retries") or 0)
+        return super().on_failure(exc_info, send_failed_event, return_ok)

@@ -1,84 +1,148 @@
-"""Messages the worker refuses to run (too large, not JSON, unknown task), each dead-lettered."""
+"""Messages the worker refuses to run: each one is dead-lettered, or quarantined when it has no id.
+
+Runs in the worker's main process, which never opens a database connection: a dead letter is
+written by a pool child, through a small `record_refusal` task (JSON, never the refused bytes)
+published to the worker's own queue.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from celery.exceptions import InvalidTaskError
-from celery.worker.strategy import default as default_strategy
+from redis import Redis
 
-from worker.config import get_settings
+from worker import envelope, quarantine
+from worker.config import Settings
 from worker.contracts import RECORD_REFUSAL
+from worker.envelope import Refused
 
 log = logging.getLogger(__name__)
 
-MAX_ID_LENGTH = 255
-MAX_NAME_LENGTH = 200
 MAX_REASON_LENGTH = 2000
 
+# publish(kwargs, task_id): sends a record_refusal task to the worker's own queue, or raises.
+Publisher = Callable[[dict[str, Any], str], None]
 
-class MessageTooLarge(InvalidTaskError):
-    """A message body above MAX_MESSAGE_BYTES: refused before it is decoded."""
 
+@dataclass(frozen=True)
+class Refuser:
+    """Keeps every refused message: a dead letter when it has an id, else the quarantine."""
 
-def size_limited_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Callable[..., Any]:
-    """Celery's default execution strategy behind a check of the raw body's size.
+    queue: str
+    max_bytes: int
+    quarantine_max_entries: int
 
-    Set as `Task.Strategy`. It runs in the worker's main process before the body is decoded;
-    raising `InvalidTaskError` makes Celery reject the message and send `task_rejected`.
-    """
-    handle = default_strategy(task, app, consumer, **options)
-    limit = get_settings().max_message_bytes
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Refuser:
+        return cls(settings.task_queue, settings.max_message_bytes, settings.quarantine_max_entries)
 
-    def on_message(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
-        size = len(message.body or b"")
-        if size > limit:
-            raise MessageTooLarge(
-                f"{task.name}: message body of {size} bytes exceeds MAX_MESSAGE_BYTES={limit}; "
-                "refused without decoding it"
+    def refuse_celery_message(self, app: Any, message: Any, error: BaseException | None) -> None:
+        """Keep a message Celery itself refused or could not handle (already out of the queue)."""
+        refused, raw = from_celery_message(message, error)
+        with message.channel.conn_or_acquire() as client:
+            self.refuse(refused, raw, client, app_publisher(app, self.queue))
+
+    def refuse(self, refused: Refused, raw: bytes, redis: Redis, publish: Publisher) -> None:
+        """Dead-letter or quarantine `refused`, with one WARNING line naming the reason.
+
+        Never raises: a message that cannot be kept anywhere is logged at ERROR with its digest.
+        """
+        where = "quarantined"
+        try:
+            if refused.task_id is not None and refused.task_name != RECORD_REFUSAL:
+                kwargs, note = self._refusal_kwargs(refused)
+                publish(kwargs, f"refusal:{refused.task_id}"[: envelope.MAX_ID_LENGTH])
+                where = "dead-lettered" + note
+            else:
+                quarantine.add(
+                    redis,
+                    self.queue,
+                    raw=raw,
+                    digest=refused.digest,
+                    reason=refused.reason,
+                    error_class=refused.error_class,
+                    max_entries=self.quarantine_max_entries,
+                    max_bytes=self.max_bytes,
+                )
+        except Exception as error:
+            log.error(
+                "refused message %s[%s] (%s, %d bytes) could not be kept (%s: %s): %s: %s",
+                refused.task_name,
+                refused.task_id,
+                refused.digest,
+                refused.size,
+                type(error).__name__,
+                error,
+                refused.error_class,
+                refused.reason,
             )
-        return handle(message, body, *args, **kwargs)
+            return
+        log.warning(
+            "refused message %s[%s] (%s, %d bytes), %s: %s: %s",
+            refused.task_name,
+            refused.task_id or "no id",
+            refused.digest,
+            refused.size,
+            where,
+            refused.error_class,
+            refused.reason,
+        )
 
-    return on_message
+    def _refusal_kwargs(self, refused: Refused) -> tuple[dict[str, Any], str]:
+        """The record_refusal arguments; the refused arguments only while they stay small."""
+        kept: dict[str, Any] = {"args": refused.args, "kwargs": refused.kwargs}
+        note = ""
+        if len(json.dumps(kept)) > self.max_bytes // 2:
+            kept, note = {"args": [], "kwargs": {}}, " without its arguments (too large to keep)"
+        reason = f"{refused.reason} ({refused.digest}, {refused.size} bytes)"
+        kwargs = {
+            "task_id": refused.task_id,
+            "task_name": refused.task_name,
+            "error_class": refused.error_class[:200],
+            "reason": reason[:MAX_REASON_LENGTH],
+            **kept,
+        }
+        return kwargs, note
 
 
-def describe_refusal(message: Any, error: BaseException | None) -> str:
-    """Why a message was refused, with what is known about it without decoding its body."""
-    body = message.body or b""
-    reason = f"{type(error).__name__}: {error}" if error is not None else "not a task message"
-    return f"{reason} (content type {message.content_type!r}, {len(body)} bytes, not decoded)"
+def from_celery_message(message: Any, error: BaseException | None) -> tuple[Refused, bytes]:
+    """What is known of a message Celery itself refused (unknown task, invalid after our checks).
 
-
-def record_refusal(app: Any, message: Any, error: BaseException | None) -> None:
-    """Have a pool child dead-letter a message Celery refused, by the id and name in its headers.
-
-    Runs in the worker's main process, which must never open a database connection: it
-    publishes a small `record_refusal` task (JSON, never the refused body) to its own queue.
+    Its body is decoded only as far as the envelope checks already allowed.
     """
-    headers = message.headers or {}
-    task_id, name = headers.get("id"), headers.get("task")
-    description = describe_refusal(message, error)
-    if not isinstance(task_id, str) or not task_id:
-        log.error("refused a message without a task id: %s", description)
-        return
-    name = name if isinstance(name, str) and name else "unknown"
-    task_id = task_id[:MAX_ID_LENGTH]
+    headers = message.headers if isinstance(getattr(message, "headers", None), dict) else {}
+    body = message.body if isinstance(message.body, bytes) else str(message.body or "").encode()
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
     try:
-        app.send_task(
-            RECORD_REFUSAL,
-            kwargs={
-                "task_id": task_id,
-                "task_name": name[:MAX_NAME_LENGTH],
-                "error_class": type(error).__name__ if error is not None else "UnknownMessage",
-                "reason": description[:MAX_REASON_LENGTH],
-            },
-            task_id=f"refusal:{task_id}"[:MAX_ID_LENGTH],
-            queue=get_settings().task_queue,
-        )
-        log.error("%s[%s] refused: %s", name, task_id, description)
-    except Exception:
-        log.exception(
-            "%s[%s] refused but could not be dead-lettered: %s", name, task_id, description
-        )
+        decoded = json.loads(body)
+        args, kwargs = envelope.arguments(decoded)
+    except (ValueError, RecursionError):
+        pass
+    name = headers.get("task")
+    refused = Refused(
+        error_class=type(error).__name__ if error is not None else "UnknownMessage",
+        reason=str(error) if error is not None else "not a task message",
+        digest=envelope.digest(body),
+        size=len(body),
+        task_id=envelope.salvage_id(headers.get("id"), body),
+        task_name=envelope.sanitise(name, envelope.MAX_NAME_LENGTH)
+        if isinstance(name, str) and name
+        else "unknown",
+        args=args,
+        kwargs=kwargs,
+    )
+    return refused, body
+
+
+def app_publisher(app: Any, queue: str) -> Publisher:
+    """Publish record_refusal tasks through `app`'s producer pool to `queue`."""
+
+    def publish(kwargs: dict[str, Any], task_id: str) -> None:
+        app.send_task(RECORD_REFUSAL, kwargs=kwargs, task_id=task_id, queue=queue)
+
+    return publish

@@ -1,0 +1,51 @@
+"""Celery's consumer with a last line of defence: no message can raise out of its handler.
+
+`worker.transport` refuses every malformed message we know of before Celery reads it. Should a
+message still make Celery's own handler raise (a case not yet foreseen), it is acknowledged (out
+of the queue and of `unacked`) and dead-lettered or quarantined here instead of stopping the
+worker. Selected by `worker_consumer` in celeryconfig.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery.worker.consumer import Consumer as CeleryConsumer
+
+from worker import refusals
+from worker.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer whose task handler and decode-error handler refuse instead of raising."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                return handle(message)
+            except Exception as error:
+                log.exception("could not hand a message to a task; refusing it")
+                self._refuse(message, error)
+                return None
+
+        return on_task_received
+
+    def on_decode_error(self, message: Any, exc: BaseException) -> None:
+        # Celery logs and acknowledges (drops) such a message; it is kept as well here.
+        self._refuse(message, exc)
+
+    def _refuse(self, message: Any, error: BaseException) -> None:
+        try:
+            if not message.acknowledged:
+                message.ack()
+        except Exception:
+            log.exception("could not acknowledge a refused message")
+        refusals.Refuser.from_settings(get_settings()).refuse_celery_message(
+            self.app, message, error
+        )
