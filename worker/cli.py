@@ -231,11 +231,20 @@ def db_group() -> None:
     metavar="VAR",
     help="Environment variable holding the role's password (never a command-line argument).",
 )
-def db_create_runtime_role(name: str, password_env: str | None) -> None:
+@click.option(
+    "--cluster-wide",
+    is_flag=True,
+    help="Also revoke CONNECT and TEMPORARY from PUBLIC on every other non-template database of "
+    "the cluster (needs a superuser or their owners); roles that connect to them through PUBLIC "
+    "then need an explicit GRANT CONNECT.",
+)
+def db_create_runtime_role(name: str, password_env: str | None, cluster_wide: bool) -> None:
     """Create or update NAME: a LOGIN role with only the privileges the tasks need.
 
     Run it in the worker's database after each migration, then give the worker a DATABASE_URL
-    that logs in as NAME. Migrations keep running as the owner.
+    that logs in as NAME. Migrations keep running as the owner. PUBLIC loses CONNECT and
+    TEMPORARY on this database: NAME gets CONNECT, its owner and superusers keep both, any other
+    role needs its own GRANT CONNECT.
     """
     import os
 
@@ -251,8 +260,10 @@ def db_create_runtime_role(name: str, password_env: str | None) -> None:
     try:
         with get_engine().begin() as connection:
             created = roles.create_runtime_role(connection, name, password)
+            closed = roles.revoke_public_access_cluster_wide(connection) if cluster_wide else []
             database = connection.scalar(text("SELECT current_database()"))
             can_create = roles.can_create_in_schema(connection, name)
+            still_open = roles.open_to_public(connection)
     except roles.RoleError as error:
         raise click.ClickException(str(error)) from None
     click.echo(
@@ -260,13 +271,28 @@ def db_create_runtime_role(name: str, password_env: str | None) -> None:
         f"{'password set, ' if password else ''}only the privileges the tasks need"
     )
     for grant in roles.RUNTIME_GRANTS:
-        parts = list(grant.privileges)
-        parts += [f"SELECT ({', '.join(grant.select_columns)})"] if grant.select_columns else []
-        parts += [f"UPDATE ({', '.join(grant.update_columns)})"] if grant.update_columns else []
-        click.echo(f"  {grant.table}: {', '.join(parts)}")
+        click.echo(f"  {grant.table}: {grant.described()}")
+    for function in roles.RUNTIME_FUNCTIONS:
+        click.echo(f"  {function}: EXECUTE")
+    locked = [each for each in (database, *closed) if each not in still_open]
+    if locked:
+        click.echo(f"PUBLIC may not CONNECT to or create TEMPORARY tables in: {', '.join(locked)}")
     if can_create:
         click.echo(
             f"warning: {name} can still CREATE in schema public through PUBLIC (PostgreSQL < 15); "
             "run REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            err=True,
+        )
+    if database in still_open:
+        click.echo(
+            f"warning: PUBLIC keeps CONNECT or TEMPORARY on {database}: run this command as the "
+            "database owner or a superuser",
+            err=True,
+        )
+    others = [other for other in still_open if other != database]
+    if others:
+        hint = "run as a superuser" if cluster_wide else "--cluster-wide revokes that"
+        click.echo(
+            f"warning: any role may still connect to {', '.join(others)} through PUBLIC; {hint}",
             err=True,
         )

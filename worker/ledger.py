@@ -7,11 +7,12 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from worker.models import ProcessedTask, TaskFailure
+from worker.models import ProcessedTask
 
 MAX_ERROR_MESSAGE = 2000
 
@@ -27,12 +28,21 @@ def claim(session: Session, task_id: str, task_name: str) -> bool:
     return claimed is not None
 
 
+# Both run as their owner (migration 0003): the runtime role may call them but has no DELETE on
+# processed_tasks and no INSERT, UPDATE or DELETE on task_failures.
+_PRUNE_PROCESSED = text("SELECT prune_processed_tasks(:retention)")
+_RECORD_FAILURE = text(
+    "SELECT record_task_failure(:task_id, :task_name, :args, :kwargs, :error_class, "
+    ":error_message, :attempts)"
+).bindparams(bindparam("args", type_=JSONB), bindparam("kwargs", type_=JSONB))
+
+
 def prune_processed(session: Session, older_than: timedelta) -> int:
-    """Forget processed task ids older than the retention; return how many were removed."""
-    result = session.execute(
-        delete(ProcessedTask).where(ProcessedTask.finished_at < func.now() - older_than)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    """Forget processed task ids older than the retention; return how many were removed.
+
+    The database refuses a retention under one day (an `invalid_parameter_value` error).
+    """
+    return int(session.scalar(_PRUNE_PROCESSED, {"retention": older_than}) or 0)
 
 
 def _jsonable(value: Any) -> Any:
@@ -55,27 +65,22 @@ def record_failure(
     error_class: str | None = None,
     attempts: int = 1,
 ) -> None:
-    """Insert or update the dead letter for `task_id`."""
+    """Add the dead letter for `task_id`, or count one more failure of an existing one.
+
+    An existing dead letter keeps its task name and arguments; its error and last failure time
+    become this one's, and its attempts become max(attempts + 1, `attempts`).
+    """
     message = str(error)[:MAX_ERROR_MESSAGE]
     cls = error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error")
-    values = {
-        "task_id": task_id,
-        "task_name": task_name,
-        "args": _jsonable(list(args)),
-        "kwargs": _jsonable(dict(kwargs)),
-        "error_class": cls,
-        "error_message": message,
-        "attempts": attempts,
-    }
-    statement = pg_insert(TaskFailure).values(values)
     session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[TaskFailure.task_id],
-            set_={
-                "error_class": statement.excluded.error_class,
-                "error_message": statement.excluded.error_message,
-                "attempts": func.greatest(TaskFailure.attempts + 1, statement.excluded.attempts),
-                "last_failed_at": func.now(),
-            },
-        )
+        _RECORD_FAILURE,
+        {
+            "task_id": task_id,
+            "task_name": task_name,
+            "args": _jsonable(list(args)),
+            "kwargs": _jsonable(dict(kwargs)),
+            "error_class": cls,
+            "error_message": message,
+            "attempts": attempts,
+        },
     )

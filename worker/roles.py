@@ -19,33 +19,74 @@ SCRAM_ITERATIONS: Final = 4096
 
 @dataclass(frozen=True)
 class TableGrant:
-    """Privileges on one table: whole-table ones, and column lists for SELECT and UPDATE."""
+    """Privileges on one table: whole-table ones, and column lists for SELECT, INSERT, UPDATE."""
 
     table: str
     privileges: tuple[str, ...] = ()
     select_columns: tuple[str, ...] = ()
+    insert_columns: tuple[str, ...] = ()
     update_columns: tuple[str, ...] = ()
 
+    def described(self) -> str:
+        """The grants as one line, e.g. `SELECT (id, view_count), UPDATE (view_count)`."""
+        parts = list(self.privileges)
+        for privilege, columns in self.column_grants():
+            parts.append(f"{privilege} ({', '.join(columns)})")
+        return ", ".join(parts)
 
-# What the tasks touch, and nothing else (no comments, no alembic_version, no DDL). A migration
-# that adds a table or a column a task needs adds it here; then re-run create-runtime-role.
+    def column_grants(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(privilege, columns) for each column-level privilege that lists any column."""
+        listed = (
+            ("SELECT", self.select_columns),
+            ("INSERT", self.insert_columns),
+            ("UPDATE", self.update_columns),
+        )
+        return tuple((privilege, columns) for privilege, columns in listed if columns)
+
+
+# What the tasks touch, and nothing else (no comments, no alembic_version, no DDL, no whole-table
+# reads of users). A migration that adds a table or a column a task needs adds it here; then
+# re-run create-runtime-role.
 RUNTIME_GRANTS: Final = (
     # record_view and flush_view_counts: UPDATE posts SET view_count ..., updated_at (onupdate)
     TableGrant(
         "posts", select_columns=("id", "view_count"), update_columns=("view_count", "updated_at")
     ),
-    # Whole-table SELECT: the dormant-user batches find locked rows by ctid (a system column,
-    # which column grants do not cover) and deactivate_user loads the row with session.get.
+    # worker/users.py: never email, password_hash or ctid (system columns need a table grant).
+    # FOR NO KEY UPDATE needs UPDATE on one column.
     TableGrant(
         "users",
-        privileges=("SELECT",),
+        select_columns=("id", "is_active", "created_at", "last_seen_at"),
         update_columns=("is_active", "deactivated_at", "updated_at"),
     ),
-    TableGrant("processed_tasks", privileges=("SELECT", "INSERT", "DELETE")),
-    TableGrant("task_failures", privileges=("SELECT", "INSERT", "UPDATE", "DELETE")),
-    TableGrant("task_outbox", privileges=("SELECT", "UPDATE")),
+    # The claim: INSERT ... ON CONFLICT (task_id) DO NOTHING RETURNING (the conflict target needs
+    # SELECT). No DELETE: pruning goes through prune_processed_tasks, which keeps a day at least.
+    TableGrant(
+        "processed_tasks", select_columns=("task_id",), insert_columns=("task_id", "task_name")
+    ),
+    # The outbox relay reads pending rows and marks them; it never adds, rewrites or deletes one.
+    TableGrant(
+        "task_outbox",
+        select_columns=(
+            "id",
+            "task_id",
+            "task_name",
+            "args",
+            "kwargs",
+            "options",
+            "sent_at",
+            "attempts",
+        ),
+        update_columns=("sent_at", "attempts", "last_error"),
+    ),
+    # task_failures: no table privilege; dead letters are added through record_task_failure.
 )
 RUNTIME_SEQUENCES: Final[tuple[str, ...]] = ()  # the worker inserts no row with a serial id
+# SECURITY DEFINER functions of migration 0003, the only way the role prunes or dead-letters.
+RUNTIME_FUNCTIONS: Final = (
+    "prune_processed_tasks(interval)",
+    "record_task_failure(text, text, jsonb, jsonb, text, text, integer)",
+)
 
 
 class RoleError(ValueError):
@@ -101,14 +142,17 @@ def ensure_role(connection: Connection, name: str, password: str | None = None) 
 
 
 def grant_runtime_privileges(connection: Connection, name: str, schema: str = "public") -> None:
-    """Make `name`'s privileges in this database exactly RUNTIME_GRANTS (revoking the rest)."""
+    """Make `name`'s privileges in this database exactly RUNTIME_GRANTS and RUNTIME_FUNCTIONS
+    (revoking the rest), and CONNECT to it without TEMPORARY."""
     quote = connection.dialect.identifier_preparer.quote_identifier
     role, nsp = quote(check_role_name(name)), quote(schema)
     database = quote(connection.scalar(text("SELECT current_database()")) or "")
     statements = [
         f"REVOKE ALL ON ALL TABLES IN SCHEMA {nsp} FROM {role}",
         f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {nsp} FROM {role}",
+        f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {nsp} FROM {role}",
         f"REVOKE ALL ON SCHEMA {nsp} FROM {role}",
+        f"REVOKE ALL ON DATABASE {database} FROM {role}",
         f"GRANT CONNECT ON DATABASE {database} TO {role}",
         f"GRANT USAGE ON SCHEMA {nsp} TO {role}",
     ]
@@ -116,16 +160,15 @@ def grant_runtime_privileges(connection: Connection, name: str, schema: str = "p
         table = f"{nsp}.{quote(grant.table)}"
         if grant.privileges:
             statements.append(f"GRANT {', '.join(grant.privileges)} ON {table} TO {role}")
-        for privilege, columns in (
-            ("SELECT", grant.select_columns),
-            ("UPDATE", grant.update_columns),
-        ):
-            if columns:
-                listed = ", ".join(map(quote, columns))
-                statements.append(f"GRANT {privilege} ({listed}) ON {table} TO {role}")
+        for privilege, columns in grant.column_grants():
+            listed = ", ".join(map(quote, columns))
+            statements.append(f"GRANT {privilege} ({listed}) ON {table} TO {role}")
     statements += [
         f"GRANT USAGE ON SEQUENCE {nsp}.{quote(sequence)} TO {role}"
         for sequence in RUNTIME_SEQUENCES
+    ]
+    statements += [
+        f"GRANT EXECUTE ON FUNCTION {nsp}.{function} TO {role}" for function in RUNTIME_FUNCTIONS
     ]
     for statement in statements:
         connection.execute(text(statement))
@@ -141,9 +184,54 @@ def can_create_in_schema(connection: Connection, name: str, schema: str = "publi
     )
 
 
+def revoke_public_access(connection: Connection, database: str) -> None:
+    """REVOKE CONNECT and TEMPORARY ON DATABASE `database` FROM PUBLIC.
+
+    Its owner and superusers keep both; any other role then needs its own GRANT CONNECT.
+    PostgreSQL only warns (and changes nothing) when the caller is neither of those.
+    """
+    quoted = connection.dialect.identifier_preparer.quote_identifier(database)
+    connection.execute(text(f"REVOKE CONNECT, TEMPORARY ON DATABASE {quoted} FROM PUBLIC"))
+
+
+def other_databases(connection: Connection) -> list[str]:
+    """Every database of the cluster but this one and the templates, by name."""
+    return list(
+        connection.scalars(
+            text(
+                "SELECT datname FROM pg_database "
+                "WHERE NOT datistemplate AND datname <> current_database() ORDER BY datname"
+            )
+        )
+    )
+
+
+def open_to_public(connection: Connection) -> list[str]:
+    """The non-template databases PUBLIC (so any role) may still CONNECT to or use TEMPORARY in."""
+    return list(
+        connection.scalars(
+            text(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate "
+                "AND (has_database_privilege('public', oid, 'CONNECT') "
+                "OR has_database_privilege('public', oid, 'TEMPORARY')) ORDER BY datname"
+            )
+        )
+    )
+
+
+def revoke_public_access_cluster_wide(connection: Connection) -> list[str]:
+    """`revoke_public_access` on every other non-template database; return their names."""
+    databases = other_databases(connection)
+    for database in databases:
+        revoke_public_access(connection, database)
+    return databases
+
+
 def create_runtime_role(connection: Connection, name: str, password: str | None = None) -> bool:
-    """Create or update the runtime role and grant it exactly what the tasks need, in this
-    database; run as the schema owner, in one transaction. True if the role was created."""
+    """Create or update the runtime role and grant it exactly what the tasks need in this
+    database, which PUBLIC may no longer CONNECT to or create temporary tables in; run as the
+    schema owner, in one transaction. True if the role was created."""
     created = ensure_role(connection, name, password)
     grant_runtime_privileges(connection, name)
+    revoke_public_access(connection, connection.scalar(text("SELECT current_database()")) or "")
     return created

@@ -23,7 +23,8 @@ def deactivate_user(session: Session, user_id: int) -> bool:
     ).scalar_one_or_none()
     if changed is not None:
         return True
-    if session.get(User, user_id) is None:
+    # Only granted columns: the runtime role may not read a whole users row.
+    if session.scalar(select(User.id).where(User.id == user_id)) is None:
         raise NotFound("user", user_id)
     return False
 
@@ -58,15 +59,15 @@ class Batch:
 _DEACTIVATE_BATCH = text(
     """
     WITH batch AS (
-        SELECT ctid FROM users
+        SELECT id FROM users
         WHERE is_active AND id > :after_id AND coalesce(last_seen_at, created_at) < :cutoff
         ORDER BY id
         LIMIT :batch_size
         FOR NO KEY UPDATE SKIP LOCKED
     ), changed AS (
         UPDATE users SET is_active = false, deactivated_at = now(), updated_at = now()
-        FROM batch WHERE users.ctid = batch.ctid
-        RETURNING users.id
+        WHERE id = ANY (ARRAY(SELECT id FROM batch))
+        RETURNING id
     )
     SELECT count(*) AS changed, max(id) AS last_id FROM changed
     """
@@ -80,8 +81,9 @@ def deactivate_dormant_batch(
 
     Rows locked by another transaction are skipped rather than waited for; a later run takes
     them. The lock is FOR NO KEY UPDATE, so posts and comments can still reference these users.
-    The UPDATE finds the locked rows by ctid (a TID scan, no second index probe): a row this
-    transaction has locked cannot move before it commits.
+    The UPDATE finds the locked rows by primary key, as one index scan over the batch's ids
+    (`= ANY (ARRAY(...))`): joined to the batch instead, the planner may merge-join the whole
+    primary key index. Not by ctid, which the runtime role's column grants do not cover.
     """
     # A batch lost to a database crash right after its commit is harmless: its users are
     # still dormant and active, so the next run takes them. Not waiting for the WAL flush at
