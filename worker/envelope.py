@@ -232,7 +232,43 @@ def _require(condition: bool, reason: str) -> None:
         raise _Reject("MalformedMessage", reason)
 
 
-def _check_envelope(payload: dict[str, Any]) -> None:
+def inspect_control(raw: bytes) -> Accepted | Refused:
+    """Accept a message of Celery's own (remote control, replies) kombu can build, or say why not.
+
+    Only what kombu itself reads is checked: Celery's control consumer survives any body.
+    """
+    try:
+        payload = _decode_json(raw, "envelope")
+    except _Reject as error:
+        return Refused(error.error_class, error.reason, digest(raw), len(raw))
+    problem = control_problem(payload)
+    if problem is not None:
+        return Refused("MalformedMessage", problem, digest(raw), len(raw))
+    return Accepted(payload)
+
+
+def control_problem(payload: Any) -> str | None:
+    """What keeps kombu from building a message out of a decoded `payload`, if anything."""
+    if not isinstance(payload, dict):
+        return f"envelope must be an object, got a JSON {_kind(payload)}"
+    try:
+        _check_properties(payload)
+        _require(
+            payload.get("headers") is None or isinstance(payload.get("headers"), dict),
+            "headers must be an object or null",
+        )
+        body = payload.get("body")
+        _require(body is None or isinstance(body, str), "body must be base64 text or null")
+        if body:
+            base64.b64decode(body, validate=True)
+    except _Reject as error:
+        return error.reason
+    except (binascii.Error, ValueError):
+        return "body is not base64"
+    return None
+
+
+def _check_properties(payload: dict[str, Any]) -> None:
     properties = payload.get("properties")
     if not isinstance(properties, dict):
         raise _Reject("MalformedMessage", "properties must be an object")
@@ -249,6 +285,10 @@ def _check_envelope(payload: dict[str, Any]) -> None:
         properties.get("body_encoding") == "base64",
         f"properties.body_encoding must be 'base64', got {properties.get('body_encoding')!r:.40}",
     )
+
+
+def _check_envelope(payload: dict[str, Any]) -> None:
+    _check_properties(payload)
     content_type = payload.get("content-type")
     if content_type != CONTENT_TYPE:
         raise _Reject(

@@ -11,6 +11,7 @@ Selected by `broker_transport` in celeryconfig.py; producers keep the stock tran
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import cached_property
 from queue import Empty
@@ -45,16 +46,41 @@ class Channel(_RedisChannel):  # type: ignore[misc]
 
     def _checked(self, item: bytes, queue: str) -> dict[str, Any] | None:
         """The decoded message if it may be delivered; else it is refused and None returned."""
-        verdict = envelope.inspect(item, self._limits)
+        if _is_control_queue(queue):
+            verdict = envelope.inspect_control(item)
+        else:
+            verdict = envelope.inspect(item, self._limits)
         if isinstance(verdict, envelope.Accepted):
             return verdict.payload
+        self._refuse(verdict, item)
+        return None
+
+    def _refuse(self, verdict: envelope.Refused, item: bytes) -> None:
         from celery import current_app
 
         with self.conn_or_acquire() as client:
             self._refuser.refuse(
                 verdict, item, client, refusals.app_publisher(current_app, self._refuser.queue)
             )
-        return None
+
+    # Broadcasts (remote control) arrive by PUBLISH, not from a list: the same gate, for what
+    # kombu reads of them. kombu already drops what is not JSON, but not what nests too deep.
+    def _receive_one(self, c: Any) -> Any:
+        try:
+            return super()._receive_one(c)
+        except RecursionError:
+            log.warning("dropped a broadcast message nested too deeply to decode")
+            raise Empty() from None
+
+    def _deliver_fanout_message(self, message: Any, exchange: str) -> bool:
+        problem = envelope.control_problem(message)
+        if problem is None:
+            return bool(super()._deliver_fanout_message(message, exchange))
+        item = json.dumps(message).encode()
+        self._refuse(
+            envelope.Refused("MalformedMessage", problem, envelope.digest(item), len(item)), item
+        )
+        return True
 
     # The two methods below are kombu 5's own (kombu/transport/redis.py), with `loads(item)`
     # replaced by `_checked(item)`.
@@ -93,6 +119,11 @@ class Channel(_RedisChannel):  # type: ignore[misc]
                         return payload
             self._maybe_update_queues_expire(client, queue)
             raise Empty()
+
+
+def _is_control_queue(queue: str) -> bool:
+    """Celery's own queues (remote-control mailboxes and their replies, events), not tasks."""
+    return queue.endswith("pidbox") or queue.startswith("celeryev")
 
 
 class Transport(kombu_redis.Transport):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -10,11 +13,36 @@ from sqlalchemy import Engine, text
 
 from tests.envelopes import kombu_message, malformed_messages, raw
 from tests.faults.scenario import RECORD_VIEW, add_posts, processed, views_by_post
-from tests.livecelery import LiveStack, wait_until
+from tests.livecelery import ROOT, LiveStack, LiveWorker, wait_until
 from worker import quarantine
 from worker.devservices import RedisServer
 
 pytestmark = pytest.mark.faults
+
+
+# Published on the fanout channel Celery's remote control listens to (kombu: "/<db>.<exchange>").
+BROADCAST_JUNK = [
+    b"not json",
+    b"[]",
+    b"{}",
+    b'{"properties": {}}',
+    b"[" * 50_000 + b"]" * 50_000,
+    b'{"body": "%%%", "properties": {"delivery_tag": "x", "body_encoding": "base64", '
+    b'"delivery_info": {"exchange": "celery.pidbox", "routing_key": ""}}}',
+]
+
+
+def ping(stack: LiveStack, worker: LiveWorker) -> subprocess.CompletedProcess[str]:
+    node = f"{worker.name}@{socket.gethostname()}"  # named, so inspect returns on its reply
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping", "-d", node],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def dead_letters(engine: Engine) -> dict[str, str]:
@@ -83,6 +111,12 @@ def test_malformed_envelopes_never_stop_the_worker_and_each_is_kept(
     # Nothing is left in the queue or among the unacknowledged messages
     assert client.llen(stack.queue) == 0
     wait_until(lambda: client.hlen("unacked") == 0, 30, 0.1, "no unacknowledged message")
+
+    # And garbage broadcast on the remote-control channel stops nothing: inspect still answers
+    for junk in BROADCAST_JUNK:
+        client.publish("/0.celery.pidbox", junk)
+    assert ping(stack, worker).returncode == 0
+    assert worker.proc.poll() is None
 
     # And a second worker started afterwards finds an empty queue, stays up and works
     assert worker.stop() == 0
