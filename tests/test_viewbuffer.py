@@ -46,11 +46,20 @@ def keys(queue: str) -> viewbuffer.BufferKeys:
 
 
 def pending(client: redis.Redis[Any], keys: viewbuffer.BufferKeys) -> dict[int, int]:
-    return {int(k): int(v) for k, v in client.hgetall(keys.pending).items()}
+    fields = client.hgetall(keys.pending)
+    fields.pop(viewbuffer.BATCH_ID_FIELD.encode(), None)
+    return {int(k): int(v) for k, v in fields.items()}
 
 
 def view_counts(session: Session) -> dict[int, int]:
     return {row.id: row.view_count for row in session.execute(select(Post.id, Post.view_count))}
+
+
+def applied_batches(session: Session) -> int:
+    query = select(ProcessedTask.task_id).where(
+        ProcessedTask.task_name == viewbuffer.BATCH_TASK_NAME
+    )
+    return len(session.scalars(query).all())
 
 
 def test_views_add_up_in_the_pending_hash(
@@ -112,26 +121,78 @@ def test_record_views_refuses_bad_ids_and_counts_and_writes_nothing(
     assert redis_client.exists(keys.pending) == 0
 
 
-def test_move_aside_renames_pending_and_registers_the_batch(
+def test_the_batch_id_is_born_with_the_pending_hash_and_kept_by_later_adds(
+    redis_client: redis.Redis[Any], queue: str, keys: viewbuffer.BufferKeys
+) -> None:
+    assert viewbuffer.pending_batch_id(redis_client, keys) is None
+
+    viewbuffer.record_view(redis_client, 7, queue=queue)
+    born = viewbuffer.pending_batch_id(redis_client, keys)
+    viewbuffer.record_views(redis_client, {7: 2, 8: 5}, queue=queue)
+    viewbuffer.record_view(redis_client, 8, queue=queue)
+
+    assert born is not None
+    assert born.startswith("views-")
+    assert viewbuffer.pending_batch_id(redis_client, keys) == born
+    assert pending(redis_client, keys) == {7: 3, 8: 6}
+    assert viewbuffer.pending_views(redis_client, keys) == 9
+
+
+def test_move_aside_renames_pending_and_registers_the_batch_under_its_born_id(
     redis_client: redis.Redis[Any], queue: str, keys: viewbuffer.BufferKeys
 ) -> None:
     viewbuffer.record_views(redis_client, {1: 3, 2: 4}, queue=queue)
+    born = viewbuffer.pending_batch_id(redis_client, keys)
 
-    (batch_id,) = viewbuffer.move_aside(redis_client, keys)
+    moved = viewbuffer.move_aside(redis_client, keys, born)
     viewbuffer.record_view(redis_client, 1, queue=queue)  # arrives after the move: next batch
 
-    assert viewbuffer.read_batch(redis_client, keys, batch_id) == {1: 3, 2: 4}
+    assert moved == viewbuffer.MovedAside(batch_id=born, batch_ids=[born])
+    assert redis_client.hget(keys.batch(born), viewbuffer.BATCH_ID_FIELD) == born.encode()
+    assert viewbuffer.read_batch(redis_client, keys, born) == {1: 3, 2: 4}
     assert pending(redis_client, keys) == {1: 1}
     assert viewbuffer.pending_views(redis_client, keys) == 8
 
-    second = viewbuffer.move_aside(redis_client, keys)
-    assert len(second) == 2
-    assert batch_id in second
-    assert viewbuffer.move_aside(redis_client, keys) == second  # nothing pending: no new batch
+    next_id = viewbuffer.pending_batch_id(redis_client, keys)
+    assert next_id not in (None, born)
+    second = viewbuffer.move_aside(redis_client, keys, next_id)
+    assert second.batch_ids == sorted([born, next_id])
+    nothing = viewbuffer.move_aside(redis_client, keys, None)  # nothing pending: no new batch
+    assert nothing == viewbuffer.MovedAside(batch_id=None, batch_ids=second.batch_ids)
 
-    viewbuffer.forget_batch(redis_client, keys, batch_id)
-    assert viewbuffer.read_batch(redis_client, keys, batch_id) == {}
-    assert batch_id not in viewbuffer.move_aside(redis_client, keys)
+    viewbuffer.forget_batch(redis_client, keys, born)
+    assert viewbuffer.read_batch(redis_client, keys, born) is None
+    assert viewbuffer.move_aside(redis_client, keys).batch_ids == [next_id]
+
+
+def test_move_aside_leaves_a_pending_hash_that_is_not_the_one_read(
+    redis_client: redis.Redis[Any], queue: str, keys: viewbuffer.BufferKeys
+) -> None:
+    # Given a flush that read the pending id, and another flush that moved that hash meanwhile
+    viewbuffer.record_view(redis_client, 1, queue=queue)
+    read = viewbuffer.pending_batch_id(redis_client, keys)
+    viewbuffer.move_aside(redis_client, keys, read)
+    viewbuffer.record_view(redis_client, 2, queue=queue)
+
+    # When the first flush moves aside with the id it read
+    moved = viewbuffer.move_aside(redis_client, keys, read)
+
+    # Then the new pending hash stays for the next flush (its id was never checked)
+    assert moved == viewbuffer.MovedAside(batch_id=None, batch_ids=[read])
+    assert pending(redis_client, keys) == {2: 1}
+
+
+def test_a_pending_hash_of_an_older_producer_gets_an_id_at_move_aside(
+    redis_client: redis.Redis[Any], keys: viewbuffer.BufferKeys
+) -> None:
+    redis_client.hincrby(keys.pending, "5", 2)  # what producers did before batch ids
+    assert viewbuffer.pending_batch_id(redis_client, keys) is None
+
+    moved = viewbuffer.move_aside(redis_client, keys, None)
+
+    assert moved.batch_id is not None
+    assert moved.batch_ids == [moved.batch_id]
+    assert viewbuffer.read_batch(redis_client, keys, moved.batch_id) == {5: 2}
 
 
 def test_add_view_counts_applies_chunks_and_drops_missing_posts(
@@ -185,10 +246,7 @@ def test_flush_task_adds_buffered_views_once_and_logs_dropped_ones(
 
     # Then the views are in the posts, the batch is in the ledger, and Redis is empty
     assert view_counts(db_session) == {first: 4, second: 6}
-    batches = db_session.scalars(
-        select(ProcessedTask.task_id).where(ProcessedTask.task_name == "views.batch")
-    ).all()
-    assert len(batches) == 1
+    assert applied_batches(db_session) == 1
     assert viewbuffer.pending_views(redis_client, task_buffer) == 0
     assert redis_client.exists(task_buffer.batches) == 0
     assert "dropped 5 views of 1 posts that no longer exist" in caplog.text
@@ -201,20 +259,132 @@ def test_flush_after_a_crash_between_commit_and_cleanup_counts_nothing_twice(
     redis_client: redis.Redis[Any],
     queue: str,
     task_buffer: viewbuffer.BufferKeys,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given a flush that committed its batch but died before removing it from Redis
     post = make_post().id
     viewbuffer.record_views(redis_client, {post: 5}, queue=queue)
-    (batch_id,) = viewbuffer.move_aside(redis_client, task_buffer)
+    (batch_id,) = viewbuffer.move_aside(
+        redis_client, task_buffer, viewbuffer.pending_batch_id(redis_client, task_buffer)
+    ).batch_ids
     with db_session.begin_nested():
         assert ledger.claim(db_session, batch_id, viewbuffer.BATCH_TASK_NAME)
         posts.add_view_counts(db_session, {post: 5}, chunk_size=100)
     viewbuffer.record_view(redis_client, post, queue=queue)
 
     # When the next flush runs
-    assert flush_view_counts.delay().get() == 1
+    with caplog.at_level(logging.INFO, logger="tasks.posts"):
+        assert flush_view_counts.delay().get() == 1
 
-    # Then the committed batch is only cleaned up, and the new view is added once
+    # Then the committed batch is only cleaned up, quietly, and the new view is added once
     assert view_counts(db_session) == {post: 6}
     assert viewbuffer.pending_views(redis_client, task_buffer) == 0
     assert redis_client.exists(task_buffer.batches) == 0
+    assert f"view batch {batch_id} was already applied" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_batch_another_flush_moved_and_applied_meanwhile_is_not_taken_for_a_restore(
+    eager_tasks: Celery,
+    db_session: Session,
+    make_post: Callable[..., Post],
+    redis_client: redis.Redis[Any],
+    queue: str,
+    task_buffer: viewbuffer.BufferKeys,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a flush that reads the pending id just before another flush moves that hash aside
+    # and commits it (so the ledger holds the id by the time the first one checks)
+    post = make_post().id
+    viewbuffer.record_views(redis_client, {post: 5}, queue=queue)
+    read = viewbuffer.pending_batch_id
+
+    def read_then_another_flush_applies(
+        client: redis.Redis[Any], keys: viewbuffer.BufferKeys
+    ) -> str | None:
+        batch_id = read(client, keys)
+        assert batch_id is not None
+        viewbuffer.move_aside(client, keys, batch_id)
+        with db_session.begin_nested():
+            assert ledger.claim(db_session, batch_id, viewbuffer.BATCH_TASK_NAME)
+            posts.add_view_counts(db_session, {post: 5}, chunk_size=100)
+        return batch_id
+
+    monkeypatch.setattr(viewbuffer, "pending_batch_id", read_then_another_flush_applies)
+
+    # When the first flush carries on
+    with caplog.at_level(logging.INFO, logger="tasks.posts"):
+        assert flush_view_counts.delay().get() == 0
+
+    # Then the views count once, and the batch is cleaned up as applied, without a warning
+    assert view_counts(db_session) == {post: 5}
+    assert "was already applied; removed it from Redis" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert viewbuffer.pending_views(redis_client, task_buffer) == 0
+
+
+def test_flush_applies_a_pending_hash_of_an_older_producer(
+    eager_tasks: Celery,
+    db_session: Session,
+    make_post: Callable[..., Post],
+    redis_client: redis.Redis[Any],
+    task_buffer: viewbuffer.BufferKeys,
+) -> None:
+    # Given views buffered by a producer that knew nothing of batch ids
+    post = make_post().id
+    redis_client.hincrby(task_buffer.pending, str(post), 3)
+
+    # When the flush runs
+    assert flush_view_counts.delay().get() == 3
+
+    # Then they are counted under an id given at move-aside, and Redis is empty
+    assert view_counts(db_session) == {post: 3}
+    assert applied_batches(db_session) == 1
+    assert viewbuffer.pending_views(redis_client, task_buffer) == 0
+    assert redis_client.exists(task_buffer.batches) == 0
+
+
+@pytest.mark.parametrize(
+    ("applied_before", "level", "message"),
+    [
+        (True, logging.INFO, "was already applied; another flush removed it"),
+        (False, logging.WARNING, "vanished from Redis before it was applied: its views are lost"),
+    ],
+    ids=["applied", "lost"],
+)
+def test_a_registered_batch_whose_hash_vanished_is_reported_once_as_applied_or_lost(
+    eager_tasks: Celery,
+    db_session: Session,
+    make_post: Callable[..., Post],
+    redis_client: redis.Redis[Any],
+    queue: str,
+    task_buffer: viewbuffer.BufferKeys,
+    caplog: pytest.LogCaptureFixture,
+    applied_before: bool,
+    level: int,
+    message: str,
+) -> None:
+    # Given a registered batch whose hash is gone from Redis (applied or not)
+    post = make_post().id
+    viewbuffer.record_views(redis_client, {post: 4}, queue=queue)
+    (batch_id,) = viewbuffer.move_aside(
+        redis_client, task_buffer, viewbuffer.pending_batch_id(redis_client, task_buffer)
+    ).batch_ids
+    if applied_before:
+        with db_session.begin_nested():
+            assert ledger.claim(db_session, batch_id, viewbuffer.BATCH_TASK_NAME)
+            posts.add_view_counts(db_session, {post: 4}, chunk_size=100)
+    redis_client.delete(task_buffer.batch(batch_id))
+
+    # When the flush runs twice
+    with caplog.at_level(logging.INFO, logger="tasks.posts"):
+        assert flush_view_counts.delay().get() == 0
+        assert flush_view_counts.delay().get() == 0
+
+    # Then it is reported once, at the level its fate deserves, and unregistered
+    reports = [r for r in caplog.records if batch_id in r.getMessage()]
+    assert [(r.levelno, message in r.getMessage()) for r in reports] == [(level, True)]
+    assert redis_client.exists(task_buffer.batches) == 0
+    assert view_counts(db_session) == {post: 4 if applied_before else 0}
+    assert applied_batches(db_session) == (1 if applied_before else 0)

@@ -6,7 +6,6 @@ import hashlib
 import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,6 +21,10 @@ from worker.contracts import BIGINT_MAX, InvalidTaskArguments, RowId
 # posts.view_count is an INTEGER column: one call can never add more than it holds.
 VIEW_COUNT_MAX: Final = 2**31 - 1
 BATCH_TASK_NAME: Final = "views.batch"
+# A reserved, non-numeric field of the pending hash: the batch id born with it. It is set when
+# the hash is created and renamed aside with it, so a copy of the hash that a Redis restore
+# brings back still carries the id the ledger knows it by.
+BATCH_ID_FIELD: Final = "_batch"
 
 _COUNTS = TypeAdapter(
     dict[RowId, Annotated[StrictInt, Field(ge=1, le=VIEW_COUNT_MAX)]],
@@ -48,21 +51,33 @@ def _run(redis: Redis, script: _Script, keys: list[str], args: list[Any]) -> Any
 
 # Every key of one buffer shares a hash tag, so the scripts stay valid on Redis Cluster.
 # The views come as one "id:n,id:n" string: encoding thousands of separate arguments costs the
-# client more than Redis spends on the HINCRBYs.
-_ADD_VIEWS = _Script("""
+# client more than Redis spends on the HINCRBYs. ARGV[2] is a fresh batch id, kept only by the
+# call that creates the hash.
+_ADD_VIEWS = _Script(f"""
 local added = 0
 for post_id, views in string.gmatch(ARGV[1], '(%d+):(%d+)') do
     redis.call('HINCRBY', KEYS[1], post_id, views)
     added = added + 1
 end
+if added > 0 then
+    redis.call('HSETNX', KEYS[1], '{BATCH_ID_FIELD}', ARGV[2])
+end
 return added
 """)
-_MOVE_ASIDE = _Script("""
-if redis.call('EXISTS', KEYS[1]) == 1 then
+# Moves the pending hash aside only if it still carries the id the flush read (ARGV[2], '' for
+# a hash of an older producer, which has none and is moved as ARGV[1]). Replies with the id it
+# moved ('' if none), then every registered batch id.
+_MOVE_ASIDE = _Script(f"""
+local moved = ''
+local current = redis.call('HGET', KEYS[1], '{BATCH_ID_FIELD}') or ''
+if current == ARGV[2] and redis.call('EXISTS', KEYS[1]) == 1 then
     redis.call('RENAME', KEYS[1], KEYS[2])
     redis.call('SADD', KEYS[3], ARGV[1])
+    moved = ARGV[1]
 end
-return redis.call('SMEMBERS', KEYS[3])
+local reply = redis.call('SMEMBERS', KEYS[3])
+table.insert(reply, 1, moved)
+return reply
 """)
 
 # One bulk string instead of a reply of 2N elements: parsing that reply costs the client more
@@ -119,13 +134,13 @@ def _checked(counts: Mapping[Any, Any]) -> Mapping[int, int]:
 
 
 def record_view(redis: Redis, post_id: int, *, queue: str | None = None) -> None:
-    """Buffer one view of `post_id` (one HINCRBY); the next flush adds it to the post."""
+    """Buffer one view of `post_id` (one EVALSHA); the next flush adds it to the post."""
     if not _is_row_id(post_id):
         shown = f"{post_id!r} ({type(post_id).__name__})"[:80]
         raise InvalidTaskArguments(
             f"record_view: post_id must be an integer from 1 to {BIGINT_MAX}, got {shown}"
         )
-    redis.hincrby(buffer_keys(queue).pending, str(post_id), 1)
+    _run(redis, _ADD_VIEWS, [buffer_keys(queue).pending], [f"{post_id}:1", new_batch_id()])
 
 
 def record_views(redis: Redis, counts: Mapping[int, int], *, queue: str | None = None) -> None:
@@ -137,7 +152,7 @@ def record_views(redis: Redis, counts: Mapping[int, int], *, queue: str | None =
     if not valid:
         return
     packed = ",".join([f"{post_id}:{views}" for post_id, views in valid.items()])
-    _run(redis, _ADD_VIEWS, [buffer_keys(queue).pending], [packed])
+    _run(redis, _ADD_VIEWS, [buffer_keys(queue).pending], [packed, new_batch_id()])
 
 
 def _text(value: bytes | str) -> str:
@@ -146,33 +161,63 @@ def _text(value: bytes | str) -> str:
 
 def new_batch_id() -> str:
     """A unique, time-ordered batch id; it is also the batch's key in the processed_tasks ledger."""
-    return f"views-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+    # os.urandom rather than uuid4: every producer call makes one, and this is a third the cost.
+    return f"views-{time.time_ns():020d}-{os.urandom(6).hex()}"
 
 
-def move_aside(redis: Redis, keys: BufferKeys) -> list[str]:
-    """Atomically rename the pending hash to a new batch; return every unflushed batch id.
+def pending_batch_id(redis: Redis, keys: BufferKeys) -> str | None:
+    """The id born with the pending hash (None: nothing pending, or an older producer's hash)."""
+    batch_id = redis.hget(keys.pending, BATCH_ID_FIELD)
+    return None if batch_id is None else _text(batch_id)
 
-    The rename and the registration of the batch id happen in one script, so no view is ever
-    outside both the pending hash and a registered batch.
+
+@dataclass(frozen=True)
+class MovedAside:
+    """What `move_aside` did: the batch it moved aside, if any, and every unflushed batch."""
+
+    batch_id: str | None
+    batch_ids: list[str]
+
+
+def move_aside(redis: Redis, keys: BufferKeys, pending_id: str | None = None) -> MovedAside:
+    """Atomically rename the pending hash to its batch and register it; list unflushed batches.
+
+    `pending_id` is what `pending_batch_id` read: the hash is moved only if it still carries that
+    id (a hash without one gets a new id), so the caller knows which hash it checked. The rename
+    and the registration happen in one script: no view is ever outside both the pending hash and
+    a registered batch.
     """
-    batch_id = new_batch_id()
-    members = _run(
-        redis, _MOVE_ASIDE, [keys.pending, keys.batch(batch_id), keys.batches], [batch_id]
+    batch_id = pending_id or new_batch_id()
+    reply = _run(
+        redis,
+        _MOVE_ASIDE,
+        [keys.pending, keys.batch(batch_id), keys.batches],
+        [batch_id, pending_id or ""],
     )
-    return sorted(_text(member) for member in members)
+    moved, *members = (_text(item) for item in reply)
+    return MovedAside(batch_id=moved or None, batch_ids=sorted(members))
 
 
-def read_batch(redis: Redis, keys: BufferKeys, batch_id: str) -> dict[int, int]:
-    """The `{post_id: views}` of a moved-aside batch (empty once it has been forgotten)."""
-    packed = _run(redis, _READ_BATCH, [keys.batch(batch_id)], [])
+def _read_counts(redis: Redis, key: str) -> dict[int, int] | None:
+    packed = _run(redis, _READ_BATCH, [key], [])
     if not packed:
-        return {}
+        return None
     fields = packed.split(b"," if isinstance(packed, bytes) else ",")
-    return dict(zip(map(int, fields[0::2]), map(int, fields[1::2]), strict=True))
+    post_ids, views = fields[0::2], fields[1::2]
+    reserved = BATCH_ID_FIELD.encode() if isinstance(packed, bytes) else BATCH_ID_FIELD
+    if reserved in post_ids:
+        at = post_ids.index(reserved)
+        del post_ids[at], views[at]
+    return dict(zip(map(int, post_ids), map(int, views), strict=True))
+
+
+def read_batch(redis: Redis, keys: BufferKeys, batch_id: str) -> dict[int, int] | None:
+    """The `{post_id: views}` of a moved-aside batch; None if its hash is gone from Redis."""
+    return _read_counts(redis, keys.batch(batch_id))
 
 
 def forget_batch(redis: Redis, keys: BufferKeys, batch_id: str) -> None:
-    """Delete an applied batch and unregister it, in one transaction."""
+    """Delete a batch (applied, or not to be applied) and unregister it, in one transaction."""
     pipe = redis.pipeline(transaction=True)
     pipe.unlink(keys.batch(batch_id))  # frees a large hash off Redis's main thread
     pipe.srem(keys.batches, batch_id)
@@ -182,7 +227,7 @@ def forget_batch(redis: Redis, keys: BufferKeys, batch_id: str) -> None:
 def pending_views(redis: Redis, keys: BufferKeys) -> int:
     """Views buffered but not yet committed: pending plus every unflushed batch (monitoring)."""
     hashes = [keys.pending, *(keys.batch(_text(b)) for b in redis.smembers(keys.batches))]
-    return sum(int(v) for key in hashes for v in redis.hvals(key))
+    return sum(sum((_read_counts(redis, key) or {}).values()) for key in hashes)
 
 
 def get_redis() -> Redis:
