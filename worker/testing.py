@@ -64,7 +64,20 @@ def grant_runtime_role(admin_url: URL, database_url: URL, role: str = TEST_RUNTI
     template = create_engine(database_url, poolclass=NullPool)
     with template.begin() as connection:
         roles.grant_runtime_privileges(connection, role)
+        database = connection.scalar(text("SELECT current_database()")) or ""
+        roles.revoke_public_access(connection, database)
     template.dispose()
+
+
+def restrict_to_runtime_role(admin_url: URL, database: str, role: str = TEST_RUNTIME_ROLE) -> None:
+    """Database privileges as `create-runtime-role` leaves them: CONNECT for `role`, none for
+    PUBLIC (CREATE DATABASE copies tables and their grants from the template, not these)."""
+    admin = create_engine(admin_url, poolclass=NullPool)
+    with admin.begin() as connection:
+        roles.revoke_public_access(connection, database)
+        quote = connection.dialect.identifier_preparer.quote_identifier
+        connection.execute(text(f"GRANT CONNECT ON DATABASE {quote(database)} TO {quote(role)}"))
+    admin.dispose()
 
 
 def as_runtime_role(url: URL, role: str = TEST_RUNTIME_ROLE) -> URL:
@@ -125,6 +138,7 @@ def database_copy(template: tuple[URL, str], kind: str) -> Iterator[URL]:
     name = _unique_name(kind)
     url = create_database(admin_url, name, template=template_name)
     try:
+        restrict_to_runtime_role(admin_url, name)
         yield url
     finally:
         drop_database(admin_url, name)
