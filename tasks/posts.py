@@ -7,14 +7,12 @@ from functools import partial
 
 from celery import shared_task
 from redis import Redis
-from sqlalchemy import select
 
 from tasks.base import DatabaseTask
 from worker import ledger, posts, viewbuffer
 from worker.config import get_settings
 from worker.contracts import FLUSH_VIEW_COUNTS, RECORD_VIEW
 from worker.db import session_scope
-from worker.models import ProcessedTask
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +59,8 @@ def flush_view_counts(self: DatabaseTask) -> int:
 
 
 def _applied(batch_id: str) -> bool:
-    # Only task_id: the runtime role may read no other column of the ledger.
-    query = select(ProcessedTask.task_id).where(ProcessedTask.task_id == batch_id)
     with session_scope() as session:
-        return session.scalar(query) is not None
+        return ledger.is_claimed(session, batch_id)
 
 
 def _apply_batch(

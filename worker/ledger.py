@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -35,6 +35,13 @@ _RECORD_FAILURE = text(
     "SELECT record_task_failure(:task_id, :task_name, :args, :kwargs, :error_class, "
     ":error_message, :attempts)"
 ).bindparams(bindparam("args", type_=JSONB), bindparam("kwargs", type_=JSONB))
+
+
+def is_claimed(session: Session, task_id: str) -> bool:
+    """True if `task_id` is recorded as processed (its effect was committed)."""
+    # Only task_id: the runtime role may read no other column of the ledger.
+    query = select(ProcessedTask.task_id).where(ProcessedTask.task_id == task_id)
+    return session.scalar(query) is not None
 
 
 def prune_processed(session: Session, older_than: timedelta) -> int:
