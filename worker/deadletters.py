@@ -1,26 +1,27 @@
-"""Dead letters (`task_failures`): list, show, requeue as a new task, purge."""
+"""Dead letters (`task_failures`): list, show, retry without applying a task twice, purge."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from worker.contracts import InvalidTaskArguments, validate_arguments
+from worker import ledger
+from worker.contracts import PUBLIC_TASKS, InvalidTaskArguments, validate_arguments
 from worker.models import TaskFailure
 
 # publish(task_name, args, kwargs, task_id): sends the task to the broker or raises.
 Publisher = Callable[[str, list[Any], dict[str, Any], str], None]
 
 _REQUEUE_NAMESPACE = uuid.UUID("6f0c2a51-4c3e-4c55-9a57-3bd9e3f0d8a1")
-
-
-class CannotRequeue(Exception):
-    """A dead letter that requeueing cannot help: unknown, or its arguments are invalid."""
 
 
 def list_failures(
@@ -50,27 +51,156 @@ def requeue_id(failure: TaskFailure) -> str:
     return str(uuid.uuid5(_REQUEUE_NAMESPACE, f"{failure.task_id}:{failure.attempts}:{stamp}"))
 
 
-def requeue(session: Session, task_id: str, publish: Publisher) -> str:
-    """Publish the dead letter's task again under a new id, then delete the dead letter.
+class Outcome(StrEnum):
+    """What retrying one dead letter did."""
 
-    The row is locked first and deleted only after publishing succeeded, in the caller's
-    transaction; returns the new task id.
+    REQUEUED = "requeued"  # published under `requeue_id`; the dead letter is deleted
+    SKIPPED = "skipped"  # its effect was already committed; the dead letter is deleted
+    REFUSED = "refused"  # not requeueable; the dead letter is kept, nothing else changes
+    MISSING = "missing"  # no dead letter with that id (never was, or retried or purged already)
+
+
+class Refusal(StrEnum):
+    """Why a dead letter is not requeued."""
+
+    NOT_PUBLIC = "not a public task"
+    INVALID_ARGUMENTS = "invalid arguments"
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    """The result of retrying one dead letter; `describe()` is its line for an operator."""
+
+    task_id: str
+    outcome: Outcome
+    detail: str = ""
+    new_task_id: str | None = None
+    refusal: Refusal | None = None
+
+    def describe(self) -> str:
+        """One line naming the dead letter and what happened to it."""
+        if self.outcome is Outcome.REQUEUED:
+            return f"requeued {self.task_id} as {self.new_task_id}"
+        if self.outcome is Outcome.MISSING:
+            return f"not found: no dead letter with task id {self.task_id!r}"
+        return f"{self.outcome} {self.task_id}: {self.detail}"
+
+
+class PublishFailed(Exception):
+    """The broker did not take a requeued dead letter: its transaction must roll back."""
+
+    def __init__(self, task_id: str, error: BaseException) -> None:
+        super().__init__(f"could not publish {task_id}: {type(error).__name__}: {error}")
+        self.task_id = task_id
+
+
+_JSON_TYPES = {str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _JSON_TYPES.get(type(value), "an object" if isinstance(value, dict) else "a list")
+
+
+def refusal(failure: TaskFailure) -> tuple[Refusal, str] | None:
+    """Why `failure` must not be requeued, or None: a public task with exactly valid arguments.
+
+    The row's args and kwargs are checked as stored, never coerced: what is published is what
+    was validated.
+    """
+    name = failure.task_name
+    if name not in PUBLIC_TASKS:
+        allowed = ", ".join(sorted(PUBLIC_TASKS))
+        return Refusal.NOT_PUBLIC, f"{name} is not a public task (only {allowed} are requeued)"
+    if not isinstance(failure.args, list):
+        return Refusal.INVALID_ARGUMENTS, f"args is {_json_type(failure.args)}, not a JSON list"
+    if not isinstance(failure.kwargs, dict):
+        shown = _json_type(failure.kwargs)
+        return Refusal.INVALID_ARGUMENTS, f"kwargs is {shown}, not a JSON object"
+    try:
+        validate_arguments(name, failure.args, failure.kwargs)
+    except InvalidTaskArguments as error:
+        return Refusal.INVALID_ARGUMENTS, f"would fail again: {error}"
+    return None
+
+
+def retry(session: Session, task_id: str, publish: Publisher) -> RetryOutcome:
+    """Requeue one dead letter under `requeue_id` unless that could apply its task twice.
+
+    In the caller's transaction: the row is locked, then refused (kept) if it is not a public
+    task with valid arguments, skipped (deleted) if its task id is in `processed_tasks`, else
+    published and deleted after publishing. Requeueing also claims the original task id, so a
+    delivery of the original still in flight (e.g. one falsely dead-lettered as a poison
+    message) waits for this transaction and then skips. Raises PublishFailed if the broker
+    refuses the message; the caller must roll back, which keeps the dead letter.
     """
     failure = session.scalar(
         select(TaskFailure).where(TaskFailure.task_id == task_id).with_for_update()
     )
     if failure is None:
-        raise CannotRequeue(f"no dead letter with task id {task_id!r}")
-    args = list(failure.args) if isinstance(failure.args, list) else []
-    kwargs = dict(failure.kwargs) if isinstance(failure.kwargs, dict) else {}
-    try:
-        validate_arguments(failure.task_name, args, kwargs)
-    except InvalidTaskArguments as error:
-        raise CannotRequeue(f"{task_id}: would fail again: {error}") from None
+        return RetryOutcome(task_id, Outcome.MISSING)
+    refused = refusal(failure)
+    if refused is not None:
+        reason, detail = refused
+        return RetryOutcome(task_id, Outcome.REFUSED, f"{detail}; kept", refusal=reason)
     new_id = requeue_id(failure)
-    publish(failure.task_name, args, kwargs, new_id)
+    applied = None
+    if not ledger.claim(session, task_id, failure.task_name):
+        applied = task_id
+    elif ledger.is_claimed(session, new_id):
+        applied = new_id  # requeued before, but the dead letter outlived it (a crash)
+    if applied is not None:
+        session.delete(failure)
+        detail = f"already applied (task id {applied} is in processed_tasks); dead letter deleted"
+        return RetryOutcome(task_id, Outcome.SKIPPED, detail)
+    try:
+        publish(failure.task_name, failure.args, failure.kwargs, new_id)
+    except Exception as error:
+        raise PublishFailed(task_id, error) from error
     session.delete(failure)
-    return new_id
+    return RetryOutcome(task_id, Outcome.REQUEUED, new_task_id=new_id)
+
+
+def dead_letter_ids(session: Session, *, task_name: str | None = None) -> list[str]:
+    """Every dead letter's task id, oldest failure first, optionally of one task name."""
+    query = select(TaskFailure.task_id).order_by(TaskFailure.last_failed_at, TaskFailure.task_id)
+    if task_name is not None:
+        query = query.where(TaskFailure.task_name == task_name)
+    return list(session.scalars(query))
+
+
+def retry_each(
+    scope: Callable[[], AbstractContextManager[Session]],
+    task_ids: Iterable[str],
+    publish: Publisher,
+) -> Iterator[RetryOutcome]:
+    """Retry each dead letter in a transaction of its own from `scope`, yielding its outcome.
+
+    A published message cannot be taken back, so each deletion commits before the next row.
+    Stops at the first PublishFailed (the broker is down: the rest would fail too).
+    """
+    for task_id in task_ids:
+        with scope() as session:
+            outcome = retry(session, task_id, publish)
+        yield outcome
+
+
+def summarize(outcomes: Sequence[RetryOutcome]) -> str:
+    """One line: requeued N, skipped N (already applied), refused N (reasons)[, not found N]."""
+    counts = Counter(item.outcome for item in outcomes)
+    reasons = Counter(item.refusal for item in outcomes if item.refusal is not None)
+    refused = f"refused {counts[Outcome.REFUSED]}"
+    if reasons:
+        refused += " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + ")"
+    parts = [
+        f"requeued {counts[Outcome.REQUEUED]}",
+        f"skipped {counts[Outcome.SKIPPED]} (already applied)",
+        refused,
+    ]
+    if counts[Outcome.MISSING]:
+        parts.append(f"not found {counts[Outcome.MISSING]}")
+    return ", ".join(parts)
 
 
 def purge(
