@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from worker.config import ConfigError, get_settings
 from worker.devservices import mask_url
+from worker.quarantine_cli import quarantine_group
 
 
 @click.group()
@@ -160,42 +161,65 @@ def failures_show(task_id: str) -> None:
 
 
 @failures.command("retry")
-@click.argument("task_id", required=False)
-@click.option("--all", "all_", is_flag=True, help="Requeue every dead letter.")
+@click.argument("task_ids", nargs=-1, metavar="[TASK_ID]...")
+@click.option("--all", "all_", is_flag=True, help="Every dead letter (oldest first).")
 @click.option("--task", "task_name", help="With --all: only dead letters of this task name.")
-def failures_retry(task_id: str | None, all_: bool, task_name: str | None) -> None:
-    """Publish dead letters again as new tasks; each is deleted once it is published."""
+def failures_retry(task_ids: tuple[str, ...], all_: bool, task_name: str | None) -> None:
+    """Publish dead letters again as new tasks, never applying a task twice.
+
+    Each dead letter, in a transaction of its own, is one of:
+
+    \b
+    requeued  published under a new task id derived from it (the same one on
+              every retry, so publishing twice applies once), then deleted; its
+              own id is recorded as processed, so a late delivery of it skips;
+    skipped   its task id is in processed_tasks: its effect is committed (say a
+              delivery dead-lettered as PoisonMessage while another finished).
+              Deleted, as it is resolved: once processed_tasks is pruned,
+              nothing would stop a later retry from applying it again;
+    refused   not a public task (only record_view, deactivate_user and
+              deactivate_dormant_users are), or its args and kwargs are not
+              exactly a JSON list and object that fit the task: kept, for
+              `show` and `purge`.
+
+    The last line sums up. Exit status 0 when every dead letter was handled by
+    these rules, skips and refusals included; 1 when a TASK_ID given has no dead
+    letter, or the broker did not take a message (that dead letter is kept and
+    the rest are not tried).
+    """
     from worker import deadletters
     from worker.app import app
     from worker.db import session_scope
 
-    if (task_id is None) == (not all_):
-        raise click.UsageError("give a TASK_ID or --all")
+    if bool(task_ids) == all_:
+        raise click.UsageError("give TASK_IDs or --all")
+    if task_name is not None and not all_:
+        raise click.UsageError("--task goes with --all")
     queue = get_settings().task_queue
 
     def publish(name: str, args: list[Any], kwargs: dict[str, Any], new_id: str) -> None:
         app.send_task(name, args=args, kwargs=kwargs, task_id=new_id, queue=queue)
 
-    if task_id is not None:
-        ids = [task_id]
-    else:
+    ids: list[str] = list(dict.fromkeys(task_ids))
+    if all_:
         with session_scope() as session:
-            rows = deadletters.list_failures(session, task_name=task_name, limit=1_000_000)
-            ids = [row.task_id for row in rows]
-    problems = 0
-    for current in ids:
-        try:
-            with session_scope() as session:
-                new_id = deadletters.requeue(session, current, publish)
-        except deadletters.CannotRequeue as error:
-            problems += 1
-            click.echo(f"not requeued: {error}", err=True)
-            continue
-        click.echo(f"requeued {current} as {new_id}")
-    if problems:
-        raise click.ClickException(f"{problems} of {len(ids)} dead letters were not requeued")
-    if not ids:
-        click.echo("no dead letters")
+            ids = deadletters.dead_letter_ids(session, task_name=task_name)
+        if not ids:
+            click.echo("no dead letters")
+    outcomes: list[deadletters.RetryOutcome] = []
+    failed = False
+    try:
+        for outcome in deadletters.retry_each(session_scope, ids, publish):
+            outcomes.append(outcome)
+            missing = outcome.outcome is deadletters.Outcome.MISSING
+            failed = failed or (missing and not all_)  # with --all, retried or purged meanwhile
+            click.echo(outcome.describe(), err=missing)
+    except deadletters.PublishFailed as error:
+        failed = True
+        click.echo(f"stopped: {error}; its dead letter is kept", err=True)
+    click.echo(deadletters.summarize(outcomes))
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 @failures.command("purge")
@@ -296,3 +320,6 @@ def db_create_runtime_role(name: str, password_env: str | None, cluster_wide: bo
             f"warning: any role may still connect to {', '.join(others)} through PUBLIC; {hint}",
             err=True,
         )
+
+
+main.add_command(quarantine_group)

@@ -140,14 +140,17 @@ def find(redis: Redis, queue: str, digest: str) -> Entry | None:
 
 
 def purge(redis: Redis, queue: str, digest: str | None = None) -> int:
-    """Remove one quarantined message by digest, or (None) all of them; return how many."""
+    """Remove the message(s) with `digest` (a prefix will do), or (None) all; return how many."""
     key = quarantine_key(queue)
     if digest is None:
         removed = count(redis, queue)
         redis.delete(key)
         return removed
+    found = find(redis, queue, digest)
+    if found is None:
+        return 0
     removed = 0
     for item in _items(redis, queue):
-        if Entry.from_json(item).digest == digest:
+        if Entry.from_json(item).digest == found.digest:
             removed += int(redis.lrem(key, 1, item))
     return removed
