@@ -37,6 +37,7 @@ def record_refusal(
     reason: str,
     args: list[Any] | None = None,
     kwargs: dict[str, Any] | None = None,
+    arguments_kept: bool = True,
 ) -> None:
     """Dead-letter a message the main process refused, with its arguments where it had some."""
 
@@ -45,8 +46,8 @@ def record_refusal(
             session,
             task_id=task_id,
             task_name=task_name,
-            args=args or [],
-            kwargs=kwargs or {},
+            args=(args or []) if arguments_kept else None,
+            kwargs=(kwargs or {}) if arguments_kept else None,
             error=reason,
             error_class=error_class,
         )

@@ -14,6 +14,7 @@ from tests.envelopes import (
     raw,
 )
 from worker.envelope import Accepted, Limits, Refused, inspect
+from worker.refusals import Refuser
 
 QUEUE = "worker"
 LIMITS = Limits(max_bytes=64 * 1024, max_delay_seconds=3510)
@@ -104,3 +105,14 @@ def test_a_naive_eta_is_read_as_utc() -> None:
     verdict = inspect(raw(kombu_message(QUEUE, "naive", [7], headers={"eta": naive})), LIMITS, now)
     assert isinstance(verdict, Refused)
     assert verdict.error_class == "EtaTooFar"
+
+
+def test_arguments_too_large_to_keep_are_marked_not_kept_never_emptied() -> None:
+    refuser = Refuser(queue=QUEUE, max_bytes=200, quarantine_max_entries=10)
+    small = refused(raw(kombu_message(QUEUE, "small", body=encode_body({"post_id": 7}))))
+    big = Refused("EtaTooFar", "eta too far", "sha256:0", 1, "big", "t", ["x" * 200], {})
+
+    assert refuser.refusal_kwargs(small)[0]["kwargs"] == {"post_id": 7}
+    kept, note = refuser.refusal_kwargs(big)
+    assert (kept["args"], kept["kwargs"], kept["arguments_kept"]) == ([], {}, False)
+    assert "too large to keep" in note

@@ -60,6 +60,8 @@ class RecordRefusalArgs(TaskArgs):
     # `failures retry` can send it again.
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # False: they were too large to keep (a dead letter that `failures retry` refuses to send).
+    arguments_kept: bool = True
 
 
 CONTRACTS: Final[dict[str, type[TaskArgs]]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -52,6 +52,9 @@ def prune_processed(session: Session, older_than: timedelta) -> int:
     return int(session.scalar(_PRUNE_PROCESSED, {"retention": older_than}) or 0)
 
 
+ARGUMENTS_NOT_KEPT: Final = "(not kept: too large)"
+
+
 def _jsonable(value: Any) -> Any:
     """Arguments as JSON, or their repr where they are not JSON (never lose what was sent)."""
     try:
@@ -66,8 +69,8 @@ def record_failure(
     *,
     task_id: str,
     task_name: str,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
     error: BaseException | str,
     error_class: str | None = None,
     attempts: int = 1,
@@ -75,7 +78,8 @@ def record_failure(
     """Add the dead letter for `task_id`, or count one more failure of an existing one.
 
     An existing dead letter keeps its task name and arguments; its error and last failure time
-    become this one's, and its attempts become max(attempts + 1, `attempts`).
+    become this one's, and its attempts become max(attempts + 1, `attempts`). Arguments that were
+    not kept (None) are stored as a note, which `failures retry` refuses to send.
     """
     message = str(error)[:MAX_ERROR_MESSAGE]
     cls = error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error")
@@ -84,8 +88,8 @@ def record_failure(
         {
             "task_id": task_id,
             "task_name": task_name,
-            "args": _jsonable(list(args)),
-            "kwargs": _jsonable(dict(kwargs)),
+            "args": _jsonable(list(args)) if args is not None else ARGUMENTS_NOT_KEPT,
+            "kwargs": _jsonable(dict(kwargs)) if kwargs is not None else ARGUMENTS_NOT_KEPT,
             "error_class": cls,
             "error_message": message,
             "attempts": attempts,

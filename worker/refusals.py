@@ -54,7 +54,7 @@ class Refuser:
         where = "quarantined"
         try:
             if refused.task_id is not None and refused.task_name != RECORD_REFUSAL:
-                kwargs, note = self._refusal_kwargs(refused)
+                kwargs, note = self.refusal_kwargs(refused)
                 publish(kwargs, f"refusal:{refused.task_id}"[: envelope.MAX_ID_LENGTH])
                 where = "dead-lettered" + note
             else:
@@ -92,12 +92,14 @@ class Refuser:
             refused.reason,
         )
 
-    def _refusal_kwargs(self, refused: Refused) -> tuple[dict[str, Any], str]:
+    def refusal_kwargs(self, refused: Refused) -> tuple[dict[str, Any], str]:
         """The record_refusal arguments; the refused arguments only while they stay small."""
         kept: dict[str, Any] = {"args": refused.args, "kwargs": refused.kwargs}
         note = ""
         if len(json.dumps(kept)) > self.max_bytes // 2:
-            kept, note = {"args": [], "kwargs": {}}, " without its arguments (too large to keep)"
+            # Never [] and {}: a task with defaults would then be retried as if called bare.
+            kept = {"args": [], "kwargs": {}, "arguments_kept": False}
+            note = " without its arguments (too large to keep)"
         reason = f"{refused.reason} ({refused.digest}, {refused.size} bytes)"
         kwargs = {
             "task_id": refused.task_id,

@@ -331,3 +331,32 @@ def test_retry_needs_task_ids_or_all(sent: list[Sent], args: tuple[str, ...]) ->
 
     assert result.exit_code == 2
     assert sent == []
+
+
+def test_a_refusal_whose_arguments_were_too_large_to_keep_is_never_sent(
+    db_session: Session, sent: list[Sent]
+) -> None:
+    # Given a refused deactivate_dormant_users whose arguments were not kept: retrying it with
+    # no arguments would run it with the default inactive_days instead of what was sent
+    ledger.record_failure(
+        db_session,
+        task_id="too-large",
+        task_name="tasks.users.deactivate_dormant_users",
+        args=None,
+        kwargs=None,
+        error="message of 90000 bytes exceeds MAX_MESSAGE_BYTES",
+        error_class="MessageTooLarge",
+    )
+    db_session.flush()
+
+    # When an operator retries it
+    result = run("too-large")
+
+    # Then it is refused and kept, and nothing is sent
+    assert result.exit_code == 0, result.output
+    assert "refused" in result.output
+    assert sent == []
+    assert remaining(db_session) == {"too-large"}
+    row = db_session.get(TaskFailure, "too-large")
+    assert row is not None
+    assert row.args == ledger.ARGUMENTS_NOT_KEPT
