@@ -32,7 +32,7 @@ install: $(STAMP)
 
 services: install
 	@mkdir -p $(LOCAL)
-	@$(BIN)/python -m worker.devservices ensure --dir $(LOCAL) --env-file $(SERVICES_ENV) > /dev/null
+	@$(BIN)/python -m worker.development.services ensure --dir $(LOCAL) --env-file $(SERVICES_ENV) > /dev/null
 
 migrate: services
 	@$(WITH_SERVICES) $(BIN)/alembic upgrade head
@@ -70,7 +70,7 @@ example: migrate
 		--schedule $(LOCAL)/celerybeat-schedule-example
 
 stop-services: install
-	@$(BIN)/python -m worker.devservices stop --dir $(LOCAL)
+	@$(BIN)/python -m worker.development.services stop --dir $(LOCAL)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

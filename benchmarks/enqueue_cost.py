@@ -18,10 +18,10 @@ from collections.abc import Callable
 import redis
 from celery import Celery
 
-from worker.client import TaskClient, build_message
 from worker.config import get_settings
 from worker.contracts import RECORD_VIEW
-from worker.devservices import mask_url
+from worker.development.services import mask_url
+from worker.producer.client import TaskClient, build_message
 
 ROUND = 100
 

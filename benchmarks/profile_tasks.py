@@ -26,9 +26,9 @@ from worker.contracts import RECORD_VIEW
 
 # Frames worth an inclusive share, matched as substrings of "function (file)".
 MARKERS = (
-    "__call__ (tasks/base.py)",
+    "__call__ (worker/runtime/task.py)",
     "validate_arguments (worker/contracts.py)",
-    "apply_once (tasks/base.py)",
+    "apply_once (worker/runtime/task.py)",
     "claim (worker/ledger.py)",
     "record_view (worker/posts.py)",
     "session_scope (worker/db.py)",

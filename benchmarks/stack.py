@@ -24,8 +24,8 @@ from sqlalchemy.pool import NullPool
 
 from tests.livecelery import LiveStack, LiveWorker, wait_until
 from worker.config import get_settings
-from worker.devservices import RedisServer
-from worker.testing import create_database, drop_database, migrate
+from worker.development.databases import create_database, drop_database, migrate
+from worker.development.services import RedisServer
 
 NOOP_TASKS = "benchmarks.noop_tasks"
 # Used only when redis-server is not installed: a database index of the configured Redis.

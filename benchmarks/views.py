@@ -18,8 +18,8 @@ from sqlalchemy.engine import URL
 from benchmarks.report import Row, median, number
 from benchmarks.stack import BenchWorker, engine
 from tests.livecelery import wait_until
-from worker import viewbuffer
 from worker.contracts import FLUSH_VIEW_COUNTS, RECORD_VIEW
+from worker.producer import viewbuffer
 
 RAW_UPDATE = (
     "UPDATE posts SET view_count = posts.view_count + v.n, updated_at = now() "

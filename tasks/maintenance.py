@@ -9,11 +9,11 @@ from typing import Any
 from celery import shared_task
 from sqlalchemy.orm import Session
 
-from tasks.base import DatabaseTask
 from worker import ledger
 from worker.config import get_settings
 from worker.contracts import PRUNE_PROCESSED_TASKS, RECORD_REFUSAL
 from worker.db import session_scope
+from worker.runtime.task import DatabaseTask
 
 log = logging.getLogger(__name__)
 

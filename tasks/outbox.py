@@ -6,11 +6,11 @@ import logging
 
 from celery import shared_task
 
-from tasks.base import DatabaseTask
-from worker import outbox
-from worker.client import TaskClient
 from worker.config import get_settings
 from worker.contracts import OUTBOX_RELAY
+from worker.operations import relay
+from worker.producer.client import TaskClient
+from worker.runtime.task import DatabaseTask
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def relay_outbox(self: DatabaseTask) -> int:
     time limit; beat starts the next one.
     """
     budget = get_settings().task_soft_time_limit / 2
-    report = outbox.relay(TaskClient(self.app), max_seconds=budget)
+    report = relay.relay(TaskClient(self.app), max_seconds=budget)
     if report.error is not None:
         log.warning("outbox rows stay pending until the broker is back: %s", report.error)
     return report.sent

@@ -8,11 +8,13 @@ from functools import partial
 from celery import shared_task
 from redis import Redis
 
-from tasks.base import DatabaseTask
-from worker import ledger, posts, viewbuffer
+from worker import ledger
 from worker.config import get_settings
 from worker.contracts import FLUSH_VIEW_COUNTS, RECORD_VIEW
 from worker.db import session_scope
+from worker.domain import posts
+from worker.producer import viewbuffer
+from worker.runtime.task import DatabaseTask
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from functools import partial
 
 from celery import shared_task
 
-from tasks.base import DatabaseTask
-from worker import users
 from worker.config import get_settings
 from worker.contracts import DEACTIVATE_DORMANT_USERS, DEACTIVATE_USER
 from worker.db import session_scope
+from worker.domain import users
+from worker.runtime.task import DatabaseTask
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from sqlalchemy.pool import NullPool
 from tests.livecelery import LiveStack
 from worker import db
 from worker.config import Settings, get_settings
-from worker.devservices import mask_url
+from worker.development.databases import as_runtime_role
+from worker.development.services import mask_url
 from worker.models import Post, User
-from worker.testing import as_runtime_role
 
 _ids = itertools.count(1)
 

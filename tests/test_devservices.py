@@ -1,4 +1,4 @@
-"""Tests for worker.devservices against real throwaway PostgreSQL and Redis servers."""
+"""Tests for worker.development.services against real throwaway PostgreSQL and Redis servers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from worker.devservices import (
+from worker.development.services import (
     PostgresServer,
     RedisServer,
     ServerError,
@@ -118,7 +118,7 @@ def test_ensure_cli_starts_reuses_and_stops_local_servers(tmp_path: Path) -> Non
 
     def cli(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "worker.devservices", *args, "--dir", str(local)],
+            [sys.executable, "-m", "worker.development.services", *args, "--dir", str(local)],
             cwd=PROJECT_ROOT,
             env={**env, **overrides},
             capture_output=True,

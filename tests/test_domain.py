@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from worker import posts, users
+from worker.domain import posts, users
 from worker.errors import NotFound
 from worker.models import Post, User
 

@@ -13,8 +13,8 @@ from tests.envelopes import (
     malformed_messages,
     raw,
 )
-from worker.envelope import Accepted, Limits, Refused, inspect
-from worker.refusals import Refuser
+from worker.runtime.envelope import Accepted, Limits, Refused, inspect
+from worker.runtime.refusals import Refuser
 
 QUEUE = "worker"
 LIMITS = Limits(max_bytes=64 * 1024, max_delay_seconds=3510)

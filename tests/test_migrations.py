@@ -13,8 +13,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from worker.config import get_settings
+from worker.development.databases import create_database, drop_database, migrations_dir
 from worker.models import Base
-from worker.testing import create_database, drop_database, migrations_dir
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import make_url
 
-from worker.testing import as_runtime_role
+from worker.development.databases import as_runtime_role
 
 
 def test_runtime_role_url_never_carries_the_owners_password() -> None:

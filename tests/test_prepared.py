@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from tasks.base import is_transient
 from tests.reliability.helpers import views
 from tests.seed import add_posts
-from worker import db, posts
+from worker import db
 from worker.config import get_settings
+from worker.domain import posts
 from worker.errors import NotFound
 from worker.prepared import PreparedStatement
+from worker.runtime.retries import is_transient
 
 STATEMENT = "worker_record_view_once"
 

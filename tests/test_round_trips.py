@@ -13,7 +13,8 @@ from sqlalchemy.engine import URL
 from tests.livecelery import wait_until
 from tests.reliability.helpers import views
 from tests.seed import add_posts
-from worker import db, posts
+from worker import db
+from worker.domain import posts
 from worker.errors import NotFound
 from worker.models import ProcessedTask
 

@@ -14,9 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tasks.posts import flush_view_counts
-from worker import ledger, posts, viewbuffer
+from worker import ledger
 from worker.contracts import InvalidTaskArguments
+from worker.domain import posts
 from worker.models import Post, ProcessedTask
+from worker.producer import viewbuffer
 
 
 @pytest.fixture

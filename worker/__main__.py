@@ -1,5 +1,5 @@
 """Entry point for `python -m worker`."""
 
-from worker.cli import main
+from worker.operations.cli import main
 
 main()

@@ -12,8 +12,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from tests.api.helpers import CANARY, Producer, celery_producer
-from worker.client import TaskClient
-from worker.devservices import free_port
+from worker.development.services import free_port
+from worker.producer.client import TaskClient
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from celery import Celery
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from worker.client import TaskClient
+from worker.producer.client import TaskClient
 
 CANARY = "canary-pw-7f3a"
 

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from tests.api.helpers import Producer, add_post, celery_producer
 from tests.livecelery import ROOT, LiveStack, wait_until
-from worker.client import TaskClient, tasks
 from worker.contracts import InvalidTaskArguments
 from worker.errors import NotFound
 from worker.models import Post, ProcessedTask, TaskFailure, User
+from worker.producer.client import TaskClient, tasks
 
 
 def test_typed_calls_publish_json_messages_by_name(producer: Producer) -> None:

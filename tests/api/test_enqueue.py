@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 
 from tests.api.helpers import CANARY, Producer, add_post
 from tests.livecelery import LiveStack, wait_until
-from worker.client import TaskClient
 from worker.contracts import DEACTIVATE_USER, InvalidTaskArguments
 from worker.db import get_db, session_scope
-from worker.enqueue import after_commit, enqueue_on_commit
 from worker.errors import NotFound
 from worker.models import Post, ProcessedTask, TaskFailure, User
+from worker.producer.client import TaskClient
+from worker.producer.enqueue import after_commit, enqueue_on_commit
 
 
 def view_count(session: Session, post_id: int) -> int | None:
@@ -168,7 +168,10 @@ def test_rolled_back_request_enqueues_nothing(
 def test_broker_down_at_commit_keeps_the_change_and_dead_letters_the_task(
     db_session: Session, dead_broker_client: TaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="worker.enqueue"), session_scope() as session:
+    with (
+        caplog.at_level(logging.ERROR, logger="worker.producer.enqueue"),
+        session_scope() as session,
+    ):
         user_id, _ = add_post(session)
         task_id = after_commit(session, dead_broker_client).deactivate_user(user_id)
 

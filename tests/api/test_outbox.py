@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 
 import celeryconfig
 from tests.api.helpers import CANARY, Producer, add_post, scope_on
-from worker import outbox
-from worker.client import TaskClient
 from worker.contracts import DEACTIVATE_USER, OUTBOX_RELAY, RECORD_VIEW, InvalidTaskArguments
 from worker.db import session_scope
 from worker.models import OutboxMessage, TaskFailure, User
-from worker.outbox import in_outbox
+from worker.operations import relay
+from worker.producer.client import TaskClient
+from worker.producer.outbox import add as add_to_outbox
+from worker.producer.outbox import in_outbox
 
 
 class RequestFailed(Exception):
@@ -50,7 +51,7 @@ def test_add_writes_a_row_in_the_callers_transaction(db_session: Session) -> Non
     with session_scope() as session:
         user_id, post_id = add_post(session)
         first = in_outbox(session).deactivate_user(user_id, countdown=30)
-        second = outbox.add(session, RECORD_VIEW, [post_id], queue="views", task_id="view-1")
+        second = add_to_outbox(session, RECORD_VIEW, [post_id], queue="views", task_id="view-1")
 
     rows = all_rows(db_session)
     assert [(r.task_id, r.task_name, r.args, r.kwargs) for r in rows] == [
@@ -89,7 +90,7 @@ def test_bad_call_is_refused_before_any_row_is_written(db_session: Session) -> N
         with pytest.raises(InvalidTaskArguments, match="post_id"):
             in_outbox(session).record_view("7")
         with pytest.raises(InvalidTaskArguments, match="unknown task name"):
-            outbox.add(session, "tasks.nope")
+            add_to_outbox(session, "tasks.nope")
     assert all_rows(db_session) == []
 
 
@@ -99,7 +100,7 @@ def test_relay_publishes_in_id_order_with_the_rows_task_ids(
     with session_scope() as session:
         ids = [in_outbox(session).record_view(n) for n in range(1, 8)]
 
-    report = outbox.relay(producer.client, batch_size=3)
+    report = relay.relay(producer.client, batch_size=3)
 
     queued = producer.messages()
     assert [m.id for m in queued] == ids
@@ -107,7 +108,7 @@ def test_relay_publishes_in_id_order_with_the_rows_task_ids(
     assert (report.sent, report.batches, report.error) == (7, 3, None)
     rows = all_rows(db_session)
     assert all(r.sent_at is not None and r.attempts == 1 for r in rows)
-    assert outbox.relay(producer.client).sent == 0
+    assert relay.relay(producer.client).sent == 0
     assert len(producer.messages()) == 7
 
 
@@ -119,7 +120,7 @@ def test_broker_down_leaves_rows_pending_and_a_later_relay_sends_them(
         ids = [in_outbox(session).deactivate_user(n) for n in (1, 2, 3)]
 
     # When the relay runs: nothing is published, nothing is lost, the error is kept
-    report = outbox.relay(dead_broker_client)
+    report = relay.relay(dead_broker_client)
     assert report.sent == 0
     assert report.error is not None
     assert "Connection refused" in report.error
@@ -129,12 +130,12 @@ def test_broker_down_leaves_rows_pending_and_a_later_relay_sends_them(
     assert "could not be published" in str(rows[0].last_error)
     assert CANARY not in str(rows[0].last_error)
     with session_scope() as session:
-        status = outbox.status(session)
+        status = relay.status(session)
     assert (status.pending, status.failing) == (3, 1)
     assert status.last_error == rows[0].last_error
 
     # When Redis is back, the next run sends them all, in order
-    assert outbox.relay(producer.client).sent == 3
+    assert relay.relay(producer.client).sent == 3
     assert [m.id for m in producer.messages()] == ids
     assert pending_rows(db_session) == []
     assert [(r.attempts, r.last_error) for r in all_rows(db_session)] == [
@@ -158,7 +159,7 @@ def test_row_that_can_never_be_published_is_dead_lettered_not_blocking(
     with session_scope() as session:
         good = in_outbox(session).deactivate_user(2)
 
-    report = outbox.relay(producer.client)
+    report = relay.relay(producer.client)
 
     assert (report.sent, report.dead_lettered) == (1, 1)
     assert [m.id for m in producer.messages()] == [good]
@@ -184,11 +185,11 @@ def test_relay_skips_rows_another_relay_holds(committed_engine: Engine, producer
             .with_for_update(skip_locked=True)
         ).all()
         # When this relay runs meanwhile, it takes the other rows without waiting
-        assert outbox.relay(producer.client, scope=scope).sent == 3
+        assert relay.relay(producer.client, scope=scope).sent == 3
         assert [m.id for m in producer.messages()] == ids[2:]
 
     # Then the held rows are sent once the other relay lets go, and nothing twice
-    assert outbox.relay(producer.client, scope=scope).sent == 2
+    assert relay.relay(producer.client, scope=scope).sent == 2
     assert sorted(m.id for m in producer.messages()) == sorted(ids)
 
 
@@ -200,11 +201,11 @@ def test_two_relays_at_once_publish_every_row_exactly_once(
         ids = [in_outbox(session).record_view(n) for n in range(1, 301)]
 
     start = threading.Barrier(2)
-    reports: list[outbox.RelayReport] = []
+    reports: list[relay.RelayReport] = []
 
     def run() -> None:
         start.wait()
-        reports.append(outbox.relay(producer.client, batch_size=10, scope=scope))
+        reports.append(relay.relay(producer.client, batch_size=10, scope=scope))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:
@@ -246,7 +247,7 @@ def test_prune_removes_only_old_sent_rows(db_session: Session, producer: Produce
     with session_scope() as session:
         in_outbox(session).record_view(1)
         in_outbox(session).record_view(2)
-    outbox.relay(producer.client)
+    relay.relay(producer.client)
     with session_scope() as session:
         in_outbox(session).record_view(3)
         session.execute(
@@ -258,7 +259,7 @@ def test_prune_removes_only_old_sent_rows(db_session: Session, producer: Produce
         session.execute(
             update(OutboxMessage).where(OutboxMessage.id == first).values(sent_at=func.now())
         )
-        removed = outbox.prune_sent(session, timedelta(days=7))
+        removed = relay.prune_sent(session, timedelta(days=7))
 
     assert removed == 1
     assert [r.kwargs["post_id"] for r in all_rows(db_session)] == [1, 3]
@@ -266,6 +267,6 @@ def test_prune_removes_only_old_sent_rows(db_session: Session, producer: Produce
 
 def test_status_of_an_empty_outbox(db_session: Session) -> None:
     with session_scope() as session:
-        status = outbox.status(session)
+        status = relay.status(session)
     assert (status.pending, status.oldest_pending_seconds, status.failing) == (0, None, 0)
     assert status.last_error is None

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from tests.api.helpers import Producer, add_post
 from tests.conftest import live_env
 from tests.livecelery import ROOT, LiveStack, wait_until
-from worker.devservices import MissingBinary, RedisServer
+from worker.development.services import MissingBinary, RedisServer
 from worker.models import OutboxMessage, Post, ProcessedTask, TaskFailure, User
-from worker.outbox import in_outbox
+from worker.producer.outbox import in_outbox
 
 pytestmark = pytest.mark.integration
 

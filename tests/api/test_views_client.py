@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tasks.posts import flush_view_counts
-from worker.client import ViewCounter, views
 from worker.contracts import InvalidTaskArguments
 from worker.models import Post
+from worker.producer.client import ViewCounter, views
 
 
 def test_buffered_views_are_counted_once_by_the_flush(

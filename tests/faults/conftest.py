@@ -16,8 +16,8 @@ from sqlalchemy.pool import NullPool
 
 from tests.conftest import live_env
 from tests.livecelery import LiveStack
-from worker.devservices import MissingBinary, PostgresServer, RedisServer
-from worker.testing import as_runtime_role, grant_runtime_role, migrate
+from worker.development.databases import as_runtime_role, grant_runtime_role, migrate
+from worker.development.services import MissingBinary, PostgresServer, RedisServer
 
 FIGURES = pytest.StashKey[list[str]]()
 

@@ -21,7 +21,7 @@ from tests.faults.scenario import (
     wait_for_count,
 )
 from tests.livecelery import LiveStack, wait_until
-from worker.devservices import RedisServer
+from worker.development.services import RedisServer
 
 pytestmark = pytest.mark.faults
 

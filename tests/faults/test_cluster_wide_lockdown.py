@@ -17,8 +17,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from tests.livecelery import ROOT
-from worker.devservices import PostgresServer
-from worker.testing import TEST_RUNTIME_ROLE, as_runtime_role, create_database
+from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role, create_database
+from worker.development.services import PostgresServer
 
 pytestmark = pytest.mark.faults
 

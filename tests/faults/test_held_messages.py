@@ -18,8 +18,8 @@ from sqlalchemy import Engine, text
 from tests.envelopes import kombu_message, raw
 from tests.faults.scenario import add_posts, views_by_post
 from tests.livecelery import ROOT, LiveStack, wait_until
-from worker.deliveries import delivery_key
-from worker.devservices import PostgresServer, RedisServer
+from worker.development.services import PostgresServer, RedisServer
+from worker.runtime.poison import delivery_key
 
 pytestmark = pytest.mark.faults
 

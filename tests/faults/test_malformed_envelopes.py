@@ -14,8 +14,8 @@ from sqlalchemy import Engine, text
 from tests.envelopes import kombu_message, malformed_messages, raw
 from tests.faults.scenario import RECORD_VIEW, add_posts, processed, views_by_post
 from tests.livecelery import ROOT, LiveStack, LiveWorker, wait_until
-from worker import quarantine
-from worker.devservices import RedisServer
+from worker.development.services import RedisServer
+from worker.runtime import quarantine
 
 pytestmark = pytest.mark.faults
 

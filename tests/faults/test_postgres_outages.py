@@ -20,7 +20,7 @@ from tests.faults.scenario import (
     wait_for_count,
 )
 from tests.livecelery import LiveStack
-from worker.devservices import PostgresServer
+from worker.development.services import PostgresServer
 
 pytestmark = pytest.mark.faults
 

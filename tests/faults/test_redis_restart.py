@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from tests.faults.scenario import add_posts, processed, send_views, total_views
 from tests.livecelery import LiveStack, wait_until
-from worker.devservices import RedisServer
+from worker.development.services import RedisServer
 
 pytestmark = pytest.mark.faults
 

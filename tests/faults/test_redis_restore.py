@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tasks.posts import flush_view_counts
-from worker import viewbuffer
-from worker.devservices import RedisServer
+from worker.development.services import RedisServer
 from worker.models import Post, ProcessedTask
+from worker.producer import viewbuffer
 
 pytestmark = pytest.mark.faults
 

@@ -18,8 +18,8 @@ from sqlalchemy.pool import NullPool
 
 from tests.faults.scenario import RECORD_VIEW, add_posts, failures, processed
 from tests.livecelery import ROOT, LiveStack, wait_until
-from worker.devservices import PostgresServer, RedisServer
-from worker.testing import TEST_RUNTIME_ROLE, as_runtime_role
+from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role
+from worker.development.services import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.faults
 

@@ -25,7 +25,7 @@ def park(marker: str) -> None:
 
 
 def crash_flush_at(step: str, marker: str) -> None:
-    from worker import viewbuffer
+    from worker.producer import viewbuffer
 
     if step == "after_move_aside":
         move_aside = viewbuffer.move_aside
@@ -52,7 +52,7 @@ def crash_flush_at(step: str, marker: str) -> None:
 
 
 def crash_deactivate_at(step: str, marker: str) -> None:
-    from worker import users
+    from worker.domain import users
 
     batch = users.deactivate_dormant_batch
     calls = 0

@@ -19,9 +19,9 @@ from sqlalchemy import Engine, func, select
 from tests.integration.test_live_worker import add_posts, total_views
 from tests.livecelery import ROOT, LiveStack, wait_until
 from tests.perf.crashing_run import FLUSH_STEPS
-from worker import viewbuffer
 from worker.contracts import FLUSH_VIEW_COUNTS
 from worker.models import Post, ProcessedTask
+from worker.producer import viewbuffer
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from celery import shared_task
 
-from tasks.base import DatabaseTask
-from worker import posts
+from worker.domain import posts
+from worker.runtime.task import DatabaseTask
 
 CRASHERS_MODULE = "tests.reliability.crashers"
 EXIT = "tests.crash.exit"

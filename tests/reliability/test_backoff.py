@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.base import backoff_bounds, backoff_seconds
 from worker.config import Settings
+from worker.runtime.retries import backoff_bounds, backoff_seconds
 
 
 def test_each_delay_keeps_at_least_half_of_its_exponential_step() -> None:

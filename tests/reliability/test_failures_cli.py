@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from tests.livecelery import ROOT, LiveStack, wait_until
 from tests.reliability.helpers import add_posts, failure, processed_ids, views
 from worker import ledger
-from worker.cli import main
 from worker.errors import NotFound
 from worker.models import TaskFailure
+from worker.operations.cli import main
 
 
 def run(*args: str) -> Result:

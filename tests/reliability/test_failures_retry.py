@@ -14,8 +14,6 @@ from sqlalchemy.orm import Session
 
 from tasks.posts import record_view
 from worker import ledger
-from worker.app import app
-from worker.cli import main
 from worker.config import get_settings
 from worker.contracts import (
     DEACTIVATE_USER,
@@ -26,6 +24,8 @@ from worker.contracts import (
     RECORD_VIEW,
 )
 from worker.models import Post, TaskFailure
+from worker.operations.cli import main
+from worker.runtime.app import app
 
 SUMMARY_NOTHING_DONE = "requeued 0, skipped 0 (already applied), refused 0"
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from tests.livecelery import ROOT
-from worker import quarantine
-from worker.envelope import digest
+from worker.runtime import quarantine
+from worker.runtime.envelope import digest
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def cli(live_redis_url: str, queue: str, *args: str) -> subprocess.CompletedProc
 def test_a_full_quarantine_drops_its_oldest_entries_with_a_warning_each(
     client: redis.Redis, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="worker.quarantine")
+    caplog.set_level(logging.WARNING, logger="worker.runtime.quarantine")
     messages = [f"garbage {i}".encode() for i in range(12)]
 
     dropped = sum(keep(client, queue, raw, max_entries=10) for raw in messages)

@@ -14,8 +14,8 @@ from sqlalchemy.pool import NullPool
 from tests.conftest import live_env
 from tests.livecelery import LiveStack, wait_until
 from tests.reliability.helpers import add_posts, failure, processed_ids, views
-from worker.devservices import MissingBinary, PostgresServer
-from worker.testing import migrate
+from worker.development.databases import migrate
+from worker.development.services import MissingBinary, PostgresServer
 
 RECORD_VIEW = "tasks.posts.record_view"
 

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from tests.reliability.helpers import add_posts, failure, processed_ids, scalar, views
-from worker import db, ledger, roles
-from worker.cli import main
+from worker import db, ledger
 from worker.contracts import (
     DEACTIVATE_DORMANT_USERS,
     DEACTIVATE_USER,
@@ -26,9 +25,11 @@ from worker.contracts import (
     RECORD_REFUSAL,
     RECORD_VIEW,
 )
+from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role
 from worker.errors import NotFound
-from worker.roles import RoleError, check_role_name
-from worker.testing import TEST_RUNTIME_ROLE, as_runtime_role
+from worker.operations import roles
+from worker.operations.cli import main
+from worker.operations.roles import RoleError, check_role_name
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from tests.conftest import live_env
 from tests.livecelery import ROOT, LiveStack, wait_until
 from tests.reliability.helpers import add_posts, failure, views
 from worker.config import ConfigError, Settings, load_settings
-from worker.devservices import MissingBinary, PostgresServer, RedisServer, free_port
-from worker.testing import migrate
+from worker.development.databases import migrate
+from worker.development.services import MissingBinary, PostgresServer, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 

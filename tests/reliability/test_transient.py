@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from tasks.base import is_transient
 from worker.errors import NotFound
+from worker.runtime.retries import is_transient
 
 
 def raised_by(engine: Engine, *statements: str) -> DBAPIError:

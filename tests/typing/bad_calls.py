@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from worker.client import tasks
-from worker.enqueue import after_commit
-from worker.outbox import in_outbox
+from worker.producer.client import tasks
+from worker.producer.enqueue import after_commit
+from worker.producer.outbox import in_outbox
 
 
 def calls(session: Session) -> int:

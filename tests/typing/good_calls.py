@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from worker.client import TaskClient, tasks
-from worker.enqueue import after_commit
-from worker.outbox import in_outbox
+from worker.producer.client import TaskClient, tasks
+from worker.producer.enqueue import after_commit
+from worker.producer.outbox import in_outbox
 
 
 def calls(session: Session, client: TaskClient) -> list[str]:

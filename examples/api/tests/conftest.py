@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from worker.config import get_settings
-from worker.devservices import free_port
+from worker.development.services import free_port
 
 
 @pytest.fixture

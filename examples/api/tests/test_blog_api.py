@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.models import OutboxMessage, Post, ProcessedTask, User
-from worker.outbox import relay
+from worker.operations.relay import relay
 
 
 def new_user(client: TestClient, email: str = "ada@example.test") -> dict[str, Any]:

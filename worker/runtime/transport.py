@@ -1,4 +1,4 @@
-"""kombu's Redis transport with a gate: a message must pass `worker.envelope` before Celery sees it.
+"""kombu's Redis transport behind a gate: a message must pass `envelope` before Celery sees it.
 
 kombu decodes each popped message with a bare `json.loads` and builds a `Message` from whatever
 keys it finds; one malformed message there raises out of the worker's event loop and stops the
@@ -20,8 +20,8 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from worker import envelope, refusals
 from worker.config import get_settings
+from worker.runtime import envelope, refusals
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from redis import Redis
 
-from worker import envelope, quarantine
 from worker.config import Settings
 from worker.contracts import RECORD_REFUSAL
-from worker.envelope import Refused
+from worker.runtime import envelope, quarantine
+from worker.runtime.envelope import Refused
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import click
 from sqlalchemy import text
 
 from worker.config import ConfigError, get_settings
-from worker.devservices import mask_url
-from worker.quarantine_cli import quarantine_group
+from worker.development.services import mask_url
+from worker.operations.quarantine_cli import quarantine_group
 
 
 @click.group()
@@ -53,7 +53,7 @@ def outbox_relay(once: bool, interval: float, batch_size: int) -> None:
     import signal
     import threading
 
-    from worker.outbox import relay
+    from worker.operations.relay import relay
 
     if once:
         report = relay(batch_size=batch_size)
@@ -75,7 +75,7 @@ def outbox_relay(once: bool, interval: float, batch_size: int) -> None:
 def outbox_status() -> None:
     """Print pending rows, the age of the oldest, and the latest publish error."""
     from worker.db import session_scope
-    from worker.outbox import status
+    from worker.operations.relay import status
 
     with session_scope() as session:
         current = status(session)
@@ -93,7 +93,7 @@ def outbox_prune(older_than_days: int) -> None:
     from datetime import timedelta
 
     from worker.db import session_scope
-    from worker.outbox import prune_sent
+    from worker.operations.relay import prune_sent
 
     with session_scope() as session:
         removed = prune_sent(session, timedelta(days=older_than_days))
@@ -115,8 +115,8 @@ def _short(text: str, width: int) -> str:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
 def failures_list(task_name: str | None, limit: int) -> None:
     """The most recent dead letters, one a line."""
-    from worker import deadletters
     from worker.db import session_scope
+    from worker.operations import deadletters
 
     with session_scope() as session:
         rows = deadletters.list_failures(session, task_name=task_name, limit=limit)
@@ -140,8 +140,8 @@ def failures_show(task_id: str) -> None:
     """Everything recorded about one dead letter."""
     import json
 
-    from worker import deadletters
     from worker.db import session_scope
+    from worker.operations import deadletters
 
     with session_scope() as session:
         row = deadletters.get_failure(session, task_id)
@@ -187,9 +187,9 @@ def failures_retry(task_ids: tuple[str, ...], all_: bool, task_name: str | None)
     letter, or the broker did not take a message (that dead letter is kept and
     the rest are not tried).
     """
-    from worker import deadletters
-    from worker.app import app
     from worker.db import session_scope
+    from worker.operations import deadletters
+    from worker.runtime.app import app
 
     if bool(task_ids) == all_:
         raise click.UsageError("give TASK_IDs or --all")
@@ -230,8 +230,8 @@ def failures_purge(task_id: str | None, all_: bool, older_than: int | None) -> N
     """Delete one dead letter, those older than DAYS, or all of them."""
     from datetime import timedelta
 
-    from worker import deadletters
     from worker.db import session_scope
+    from worker.operations import deadletters
 
     if sum((task_id is not None, all_, older_than is not None)) != 1:
         raise click.UsageError("give exactly one of TASK_ID, --all or --older-than DAYS")
@@ -272,8 +272,8 @@ def db_create_runtime_role(name: str, password_env: str | None, cluster_wide: bo
     """
     import os
 
-    from worker import roles
     from worker.db import get_engine
+    from worker.operations import roles
 
     password = None
     if password_env is not None:

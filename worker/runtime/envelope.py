@@ -1,8 +1,8 @@
 """Checks a raw message from the queue before Celery reads it: every malformed byte is named here.
 
-Pure functions, no I/O: the Redis transport (`worker.transport`) calls `inspect` on each message
-it pops and hands only an `Accepted` one to Celery. Anything else becomes a `Refused` that says
-why, with an id to dead-letter it under where one can be salvaged.
+Pure functions, no I/O: the Redis transport (`worker.runtime.transport`) calls `inspect` on each
+message it pops and hands only an `Accepted` one to Celery. Anything else becomes a `Refused`
+that says why, with an id to dead-letter it under where one can be salvaged.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import sys
 import click
 from redis import Redis
 
-from worker import quarantine
 from worker.config import get_settings
+from worker.runtime import quarantine
 
 
 def _redis() -> Redis:

@@ -1,9 +1,9 @@
 """Celery's consumer with a last line of defence: no message can raise out of its handler.
 
-`worker.transport` refuses every malformed message we know of before Celery reads it. Should a
-message still make Celery's own handler raise (a case not yet foreseen), it is acknowledged (out
-of the queue and of `unacked`) and dead-lettered or quarantined here instead of stopping the
-worker. Selected by `worker_consumer` in celeryconfig.py.
+`worker.runtime.transport` refuses every malformed message we know of before Celery reads it.
+Should a message still make Celery's own handler raise (a case not yet foreseen), it is
+acknowledged (out of the queue and of `unacked`) and dead-lettered or quarantined here instead
+of stopping the worker. Selected by `worker_consumer` in celeryconfig.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from worker import refusals
 from worker.config import get_settings
+from worker.runtime import refusals
 
 log = logging.getLogger(__name__)
 

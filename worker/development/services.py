@@ -430,7 +430,9 @@ def _ensure(name: str, url: str, server: _Server, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.devservices", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.development.services", description=__doc__
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     ensure = commands.add_parser("ensure", help="use reachable services, else start local ones")
     ensure.add_argument("--env-file", type=Path, help="also write DATABASE_URL/REDIS_URL here")

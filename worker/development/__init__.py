@@ -1,0 +1,1 @@
+"""Development tooling: the pytest plugin and project-local PostgreSQL and Redis servers."""

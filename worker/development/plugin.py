@@ -1,0 +1,155 @@
+"""pytest plugin `worker`: a migrated throwaway database, rolled-back sessions, eager tasks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from celery._state import get_current_app
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from worker import db
+from worker.config import get_settings
+from worker.development.databases import (
+    create_database,
+    database_copy,
+    drop_database,
+    grant_runtime_role,
+    migrate,
+    unique_name,
+)
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+__all__ = [
+    "committed_db_url",
+    "db_connection",
+    "db_engine",
+    "db_session",
+    "db_template",
+    "db_url",
+    "eager_tasks",
+    "fake_redis",
+]
+
+
+def _fail_or_skip(message: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def db_template() -> Iterator[tuple[URL, str]]:
+    """A migrated template database; every test database is a cheap copy of it."""
+    admin_url = get_settings().sqlalchemy_url
+    name = unique_name("tmpl")
+    try:
+        url = create_database(admin_url, name)
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        _fail_or_skip(f"PostgreSQL is not reachable at {admin_url!r}: {reason}")
+        raise
+    try:
+        migrate(url)
+        grant_runtime_role(admin_url, url)
+        yield admin_url, name
+    finally:
+        drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
+    """URL of the session's throwaway, migrated database next to the one DATABASE_URL names."""
+    with database_copy(db_template, "db") as url:
+        yield url
+
+
+@pytest.fixture
+def committed_db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
+    """A fresh migrated database for one test whose code commits for real (e.g. a live worker)."""
+    with database_copy(db_template, "live") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def db_engine(db_url: URL) -> Iterator[Engine]:
+    """Engine of the throwaway database; code under test calling `get_engine()` gets it too."""
+    engine = create_engine(db_url, pool_size=2, max_overflow=5)
+    with db.engine_installed(engine):
+        yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_connection(db_engine: Engine) -> Iterator[Connection]:
+    """A connection inside an outer transaction that is rolled back after the test."""
+    with db_engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            with db.sessions_joined_to(connection):
+                yield connection
+        finally:
+            transaction.rollback()
+
+
+@pytest.fixture
+def db_session(db_connection: Connection) -> Iterator[Session]:
+    """A session on the test's connection; its (and every task's) commits become savepoints."""
+    session = Session(
+        bind=db_connection,
+        join_transaction_mode="create_savepoint",
+        autoflush=False,
+        expire_on_commit=False,
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _app() -> Celery:
+    from worker.runtime.app import app
+
+    app.loader.import_default_modules()
+    return app
+
+
+@pytest.fixture
+def eager_tasks() -> Iterator[Celery]:
+    """Run tasks inline in the test (exceptions propagate); the app's settings come back after."""
+    app = _app()
+    keys = ("task_always_eager", "task_eager_propagates", "task_store_eager_result")
+    saved: dict[str, Any] = {key: app.conf.get(key) for key in keys}
+    app.conf.update(
+        task_always_eager=True, task_eager_propagates=True, task_store_eager_result=False
+    )
+    # Shared tasks resolve through the current app: another Celery app created by the suite
+    # (a producer client, say) must not capture `task.delay()` during this test.
+    previous = get_current_app()
+    app.set_current()
+    try:
+        yield app
+    finally:
+        app.conf.update(saved)
+        previous.set_current()
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[Any]:
+    """A fakeredis client, empty for each test, for code that talks to Redis directly."""
+    import fakeredis
+
+    client = fakeredis.FakeRedis()
+    try:
+        yield client
+    finally:
+        client.flushall()
+        client.close()

@@ -1,0 +1,1 @@
+"""Domain functions: plain SQL work on a Session; never imports Celery."""

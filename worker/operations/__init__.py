@@ -1,0 +1,1 @@
+"""Operators' tools: the CLI, the runtime role, dead letters, the outbox relay."""

@@ -1,0 +1,48 @@
+"""The Celery app and the signal hooks that give each pool child its own database engine."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import NotRegistered
+from celery.signals import task_rejected, task_unknown, worker_process_init, worker_process_shutdown
+
+from worker import db
+from worker.config import get_settings
+from worker.runtime import refusals
+
+log = logging.getLogger(__name__)
+
+app = Celery(get_settings().app_name)
+app.config_from_object("celeryconfig")
+
+
+@worker_process_init.connect
+def _create_engine_in_child(**_: Any) -> None:
+    # The child's engine is made here, after fork, so no pooled connection crosses a fork.
+    db.get_engine()
+    # The main process dispatches every message and acknowledges every result, one at a time:
+    # when children and PostgreSQL fill the CPUs, it must not wait behind them for a slice.
+    nice = get_settings().worker_child_nice
+    if nice:
+        os.nice(nice)
+
+
+@worker_process_shutdown.connect
+def _dispose_engine_in_child(**_: Any) -> None:
+    db.dispose_engine()
+
+
+@task_rejected.connect
+def _dead_letter_refused_message(message: Any, exc: BaseException | None, **_: Any) -> None:
+    # Celery rejected it unrun (worker.runtime.transport already refused what it knows).
+    refusals.Refuser.from_settings(get_settings()).refuse_celery_message(app, message, exc)
+
+
+@task_unknown.connect
+def _dead_letter_unknown_task(message: Any, name: str, **_: Any) -> None:
+    error = NotRegistered(f"no task named {name!r} in this worker")
+    refusals.Refuser.from_settings(get_settings()).refuse_celery_message(app, message, error)

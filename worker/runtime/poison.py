@@ -1,0 +1,135 @@
+"""The poison cap: a message whose runs keep dying with their process is dead-lettered.
+
+Counts, per message in Redis, the runs that started and never ended (MAX_DELIVERIES).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import redis
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.worker.request import Request
+
+from worker.config import Settings, get_settings
+from worker.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+class PoisonMessage(PermanentError):
+    """A message whose worker process died on every delivery (crash, OOM kill, hard time limit)."""
+
+
+def delivery_key(queue: str, task_id: str, retries: int) -> str:
+    """The Redis key counting unfinished runs of one message (a retry is a new message)."""
+    return f"worker:deliveries:{queue}:{task_id}:{retries}"
+
+
+@dataclass(frozen=True)
+class DeliveryCounter:
+    """Counts runs that started and never ended, per message, against `limit`."""
+
+    redis_url: str = field(repr=False)
+    queue: str
+    limit: int
+    ttl: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryCounter:
+        # Long enough to outlive redeliveries that wait for the visibility timeout.
+        ttl = max(86_400, settings.broker_visibility_timeout * (settings.max_deliveries + 1))
+        return cls(
+            settings.redis_url.get_secret_value(),
+            settings.task_queue,
+            settings.max_deliveries,
+            ttl,
+        )
+
+    def start_redelivered_run(self, task_id: str, retries: int) -> int:
+        """Count the start of a redelivered message's run; return earlier runs that never ended.
+
+        Only runs that start are counted: a message handed back unstarted (held for its eta, or
+        prefetched when its worker shut down) comes back marked redelivered but adds nothing.
+        A first delivery costs no round trip; its death is counted by the main process
+        (`DatabaseRequest`). If Redis cannot be reached the message is let through (0).
+        """
+        count = self._add(task_id, retries, 1)
+        return 0 if count is None else max(0, count - 1)
+
+    def finish_redelivered_run(self, task_id: str, retries: int) -> None:
+        """The run counted by `start_redelivered_run` ended (success, dead letter or retry)."""
+        self._add(task_id, retries, -1)
+
+    def record_lost_run(self, task_id: str, retries: int) -> None:
+        """A first delivery's run was lost with its process (crash, OOM, hard time limit)."""
+        self._add(task_id, retries, 1)
+
+    def poison(self, earlier: int) -> PoisonMessage | None:
+        """The error to dead-letter a message with, once `earlier` runs have died."""
+        if earlier < self.limit:
+            return None
+        return PoisonMessage(
+            f"delivered {earlier} times without finishing: its worker process died "
+            "(crash, OOM kill or hard time limit); not run again"
+        )
+
+    def _add(self, task_id: str, retries: int, amount: int) -> int | None:
+        key = delivery_key(self.queue, task_id, retries)
+        try:
+            with _client(self.redis_url).pipeline(transaction=True) as pipe:
+                pipe.incrby(key, amount)
+                pipe.expire(key, self.ttl)
+                count, _ = pipe.execute()
+        except redis.RedisError as error:
+            log.warning("could not count a delivery of %s: %s", task_id, type(error).__name__)
+            return None
+        return int(count)
+
+
+def _client(url: str) -> redis.Redis:
+    # One client per process: a pool child never reuses its parent's sockets.
+    key = (os.getpid(), url)
+    client = _clients.get(key)
+    if client is None:
+        _clients.clear()
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        _clients[key] = client
+    return client
+
+
+@cache
+def delivery_counter() -> DeliveryCounter:
+    """This process's counter, from the settings."""
+    return DeliveryCounter.from_settings(get_settings())
+
+
+class DatabaseRequest(Request):
+    """Celery's request, in the worker's main process: counts first-delivery runs that died.
+
+    Set as `DatabaseTask.Request`. A redelivered run counts itself when it starts (in the child),
+    so only a message that was not redelivered is counted here.
+    """
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> Any:
+        error = exc_info.exception
+        error = error.exc if isinstance(error, ExceptionWithTraceback) else error
+        lost = isinstance(error, WorkerLostError | TimeLimitExceeded) or (
+            isinstance(error, SystemExit | KeyboardInterrupt)
+            and not (
+                getattr(self, "_already_cancelled", False)
+                or getattr(self, "_already_revoked", False)
+            )
+        )
+        if lost and self.id and not (self.delivery_info or {}).get("redelivered"):
+            delivery_counter().record_lost_run(self.id, self.request_dict.get("retries") or 0)
+        return super().on_failure(exc_info, send_failed_event, return_ok)

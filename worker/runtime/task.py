@@ -1,0 +1,130 @@
+"""Base class of every database task: one method that wires the runtime's concerns together.
+
+Arguments are checked against the task's contract (`worker.contracts`), the poison cap
+(`poison`), exactly-once effects (`exactly_once`), the retry policy (`retries`) and dead letters
+(`dead_letters`) each live in their own module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar
+
+from celery import Task
+from celery.exceptions import Retry
+from sqlalchemy.orm import Session
+
+from worker.config import get_settings
+from worker.contracts import validate_arguments
+from worker.runtime import dead_letters, exactly_once
+from worker.runtime.poison import delivery_counter
+from worker.runtime.retries import RetryPolicy, is_transient
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+@cache
+def retry_policy() -> RetryPolicy:
+    """This process's retry policy, from the settings."""
+    return RetryPolicy.from_settings(get_settings())
+
+
+class DatabaseTask(Task):  # type: ignore[type-arg]
+    """Validates arguments, applies the effect once per task id, retries transient faults only."""
+
+    abstract = True
+    # Celery's own retry-on-exception is off: transient faults are classified in `__call__`.
+    autoretry_for = ()
+    # In the main process: counts first deliveries whose process died (MAX_DELIVERIES).
+    Request = "worker.runtime.poison:DatabaseRequest"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        delivery = self.request.delivery_info
+        task_id = self.request.id
+        if task_id is None or not (delivery and delivery.get("redelivered")):
+            return self._run(args, kwargs)
+        counter, retries = delivery_counter(), self.request.retries or 0
+        earlier = counter.start_redelivered_run(task_id, retries)
+        try:
+            poison = counter.poison(earlier)
+            if poison is not None:
+                self.dead_letter(args, kwargs, poison, attempts=earlier)
+                return None
+            if earlier:
+                log.warning(
+                    "%s[%s] redelivered, an earlier delivery did not finish (delivery %d of %d)",
+                    self.name,
+                    task_id,
+                    earlier + 1,
+                    counter.limit,
+                )
+            return self._run(args, kwargs)
+        finally:
+            counter.finish_redelivered_run(task_id, retries)
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            return self.run(**self.validate(args, kwargs))
+        except Retry:
+            raise
+        except Exception as error:
+            if not self.request.called_directly:
+                self._retry_if_transient(error)
+            self.dead_letter(args, kwargs, error)
+            raise
+
+    def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments for `run`, checked against the task's contract.
+
+        Runs before any database work; a task defined outside `worker.contracts` overrides it.
+        """
+        return validate_arguments(self.name, args, kwargs).model_dump()
+
+    def _retry_if_transient(self, error: Exception) -> None:
+        """Schedule another attempt with backoff; returns if the error is permanent or the
+        retries are used up."""
+        if not is_transient(error):
+            return
+        policy, retries = retry_policy(), self.request.retries or 0
+        delay = policy.delay(retries)
+        if delay is None:
+            log.error(
+                "%s[%s] gave up after %d retries: %s",
+                self.name,
+                self.request.id,
+                retries,
+                type(error).__name__,
+            )
+            return
+        log.warning(
+            "%s[%s] transient database error (%s); retry %d in %.1fs",
+            self.name,
+            self.request.id,
+            type(error).__name__,
+            retries + 1,
+            delay,
+        )
+        raise self.retry(exc=error, countdown=delay, max_retries=policy.max_retries)
+
+    def apply_once(self, work: Callable[[Session], R]) -> R | None:
+        """Run `work` in one session scope, recording this task id in the same transaction."""
+        return exactly_once.apply_once(self.request.id, self.name, work)
+
+    def dead_letter(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        error: BaseException,
+        attempts: int | None = None,
+    ) -> None:
+        """Record a task that failed for good in `task_failures`, so no failure is silent.
+
+        `attempts` defaults to the runs so far: the first one plus every retry.
+        """
+        if attempts is None:
+            attempts = (self.request.retries or 0) + 1
+        dead_letters.record(self.name, self.request.id or "unknown", args, kwargs, error, attempts)
