@@ -14,9 +14,6 @@ from worker.contracts import DEACTIVATE_DORMANT_USERS, FLUSH_VIEW_COUNTS, PRUNE_
 _settings = get_settings()
 
 broker_url = _settings.redis_url.get_secret_value()
-# kombu's Redis transport behind a gate: malformed messages are refused, never delivered.
-broker_transport = "worker.runtime.transport:Transport"
-worker_consumer = "worker.runtime.consumer:Consumer"
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
 broker_transport_options = {

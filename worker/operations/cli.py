@@ -187,9 +187,9 @@ def failures_retry(task_ids: tuple[str, ...], all_: bool, task_name: str | None)
     letter, or the broker did not take a message (that dead letter is kept and
     the rest are not tried).
     """
+    from worker.celery_app import app
     from worker.db import session_scope
     from worker.operations import deadletters
-    from worker.runtime.app import app
 
     if bool(task_ids) == all_:
         raise click.UsageError("give TASK_IDs or --all")

@@ -163,9 +163,9 @@ class TaskCalls:
 
 
 def _default_app() -> Celery:
-    # The worker's own app: same broker, queue and serializer settings, and the one the pytest
-    # plugin's `eager_tasks` switches to eager mode. Importing it imports no task module.
-    from worker.runtime.app import app
+    # The shared app: same broker, queue and serializer settings as the worker, and the one the
+    # pytest plugin's `eager_tasks` switches to eager mode. Importing it imports no task module.
+    from worker.celery_app import app
 
     return app
 

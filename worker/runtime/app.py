@@ -1,4 +1,8 @@
-"""The Celery app and the signal hooks that give each pool child its own database engine."""
+"""The worker's Celery app: the shared app plus the hooks only a worker needs.
+
+An engine per pool child (made after fork), refusals dead-lettered, and kombu's Redis transport
+behind the envelope gate for the worker's own connections (producers keep the stock one).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,20 @@ import logging
 import os
 from typing import Any
 
-from celery import Celery
 from celery.exceptions import NotRegistered
 from celery.signals import task_rejected, task_unknown, worker_process_init, worker_process_shutdown
 
 from worker import db
+from worker.celery_app import app as app
 from worker.config import get_settings
 from worker.runtime import refusals
 
 log = logging.getLogger(__name__)
 
-app = Celery(get_settings().app_name)
-app.config_from_object("celeryconfig")
+app.conf.update(
+    broker_transport="worker.runtime.transport:Transport",
+    worker_consumer="worker.runtime.consumer:Consumer",
+)
 
 
 @worker_process_init.connect
