@@ -1,4 +1,8 @@
-"""Post view counting: plain functions that take a session and never commit."""
+"""Post view counting: plain functions that take a session and never commit.
+
+A view is not an edit: every path that counts views leaves `posts.updated_at` alone, so feeds,
+caches and "edited" labels that read it are not disturbed by readers.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,25 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 
-from sqlalchemy import update
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.errors import NotFound
-from worker.models import Post
 from worker.prepared import PreparedStatement
+
+_RECORD_VIEW = text(
+    "UPDATE posts SET view_count = view_count + 1 WHERE id = :post_id RETURNING view_count"
+)
 
 
 def record_view(session: Session, post_id: int) -> int:
     """Add one view to a post with a single atomic UPDATE; return the new count."""
-    new_count = session.execute(
-        update(Post)
-        .where(Post.id == post_id)
-        .values(view_count=Post.view_count + 1)
-        .returning(Post.view_count)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
+    # Plain SQL, not update(Post): the ORM's onupdate would set updated_at, and a view is not
+    # an edit (nor may the runtime role write that column).
+    new_count = session.execute(_RECORD_VIEW, {"post_id": post_id}).scalar_one_or_none()
     if new_count is None:
         raise NotFound("post", post_id)
-    return new_count
+    return int(new_count)
 
 
 _CLAIM_AND_RECORD_VIEW = PreparedStatement(
@@ -78,7 +81,7 @@ def _add_views_sql(rows: int) -> str:
     # Only placeholders are formatted in: psycopg2 binds every value. Casts on the first row
     # type the whole VALUES list.
     values = ", ".join(["(%s::bigint, %s::integer)"] + ["(%s, %s)"] * (rows - 1))
-    head = "UPDATE posts SET view_count = posts.view_count + v.n, updated_at = now() FROM "
+    head = "UPDATE posts SET view_count = posts.view_count + v.n FROM "
     return head + f"(VALUES {values}) AS v(id, n) WHERE posts.id = v.id RETURNING posts.id"
 
 

@@ -48,10 +48,8 @@ class TableGrant:
 # reads of users). A migration that adds a table or a column a task needs adds it here; then
 # re-run create-runtime-role.
 RUNTIME_GRANTS: Final = (
-    # record_view and flush_view_counts: UPDATE posts SET view_count ..., updated_at (onupdate)
-    TableGrant(
-        "posts", select_columns=("id", "view_count"), update_columns=("view_count", "updated_at")
-    ),
+    # record_view and flush_view_counts: UPDATE posts SET view_count (a view is not an edit)
+    TableGrant("posts", select_columns=("id", "view_count"), update_columns=("view_count",)),
     # worker/users.py: never email, password_hash or ctid (system columns need a table grant).
     # FOR NO KEY UPDATE needs UPDATE on one column.
     TableGrant(
