@@ -6,16 +6,19 @@ server-side state of a pooled connection is what is under test.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from tests.reliability.helpers import views
 from tests.seed import add_posts
 from worker import db
-from worker.config import get_settings
+from worker.config import Settings
 from worker.domain import posts
 from worker.errors import NotFound
 from worker.prepared import PreparedStatement
@@ -100,16 +103,20 @@ def test_a_prepared_statement_out_of_step_costs_one_retry(
 
 
 @pytest.fixture
-def prepared_statements_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("DB_PREPARED_STATEMENTS", "false")
-    get_settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    get_settings.cache_clear()
+def prepared_statements_off(committed_db_url: URL) -> Iterator[Engine]:
+    """The worker's engine as DB_PREPARED_STATEMENTS=false builds it."""
+    settings = Settings(
+        database_url=SecretStr(committed_db_url.render_as_string(hide_password=False)),
+        db_prepared_statements=False,
+    )
+    engine = db.build_engine(settings, os.getpid())
+    with db.engine_installed(engine):
+        yield engine
+    engine.dispose()
 
 
 def test_with_prepared_statements_off_it_runs_plain_sql(
-    prepared_statements_off: None, worker_engine: Engine, live_db: Engine
+    prepared_statements_off: Engine, live_db: Engine
 ) -> None:
     (post,) = add_posts(live_db, 1)
 

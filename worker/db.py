@@ -15,6 +15,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings, get_settings
+from worker.prepared import PREPARED_STATEMENTS_OPTION
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def build_engine(settings: Settings, pid: int) -> Engine:
         echo=settings.db_echo_sql,
         hide_parameters=not settings.db_echo_sql,
         connect_args={"application_name": f"{settings.app_name}:{pid}", "options": options},
+        execution_options={PREPARED_STATEMENTS_OPTION: settings.db_prepared_statements},
     )
     if settings.db_pool_pre_ping:
         _ping_without_round_trip(engine.dialect)

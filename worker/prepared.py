@@ -10,7 +10,10 @@ from sqlalchemy import CursorResult, TextClause, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from worker.config import get_settings
+# An engine option carrying DB_PREPARED_STATEMENTS (set by `worker.db.build_engine`); an engine
+# without it prepares statements, as the setting's default does.
+PREPARED_STATEMENTS_OPTION: Final = "worker_prepared_statements"
+
 
 # Kept in the DBAPI connection's `info`, which SQLAlchemy clears when it replaces the connection.
 _PREPARED_KEY: Final = "worker.prepared_statements"
@@ -48,7 +51,7 @@ class PreparedStatement:
     def execute(self, session: Session, parameters: Mapping[str, Any]) -> CursorResult[Any]:
         """Run the statement in the session's transaction."""
         connection = session.connection()
-        if not get_settings().db_prepared_statements:
+        if not connection.get_execution_options().get(PREPARED_STATEMENTS_OPTION, True):
             return connection.execute(self.plain, dict(parameters))
         prepared: set[str] = connection.connection.info.setdefault(_PREPARED_KEY, set())
         try:
