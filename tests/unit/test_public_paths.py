@@ -1,0 +1,62 @@
+"""The import paths users depend on keep working, whatever folder the code behind them is in."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from celery import Celery
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_worker_app_is_what_celery_dash_a_loads() -> None:
+    from worker.app import app
+
+    assert isinstance(app, Celery)
+    # The worker's own hooks come with it: the gated transport and the last-resort consumer.
+    assert app.conf.broker_transport == "worker.runtime.transport:Transport"
+    assert app.conf.worker_consumer == "worker.runtime.consumer:Consumer"
+
+
+def test_api_services_keep_their_imports() -> None:
+    from worker.client import tasks, views
+    from worker.db import SessionLocal, get_db, session_scope
+    from worker.enqueue import after_commit
+    from worker.models import Comment, Post, User
+    from worker.outbox import in_outbox
+
+    entry_points = [tasks.record_view, views.record_view, after_commit, in_outbox, get_db]
+    assert all(map(callable, [*entry_points, session_scope, SessionLocal]))
+    assert {model.__tablename__ for model in (User, Post, Comment)} == {
+        "users",
+        "posts",
+        "comments",
+    }
+
+
+def test_task_modules_written_against_tasks_base_keep_working() -> None:
+    from tasks.base import DatabaseTask
+    from worker.runtime.task import DatabaseTask as RuntimeTask
+
+    assert DatabaseTask is RuntimeTask
+
+
+def test_the_pytest_plugin_is_registered_under_its_name() -> None:
+    import worker.testing
+
+    assert {"db_session", "db_engine", "eager_tasks", "fake_redis"} <= set(dir(worker.testing))
+
+
+def test_python_dash_m_worker_lists_the_operator_commands() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for command in ("failures", "quarantine", "outbox", "db", "settings"):
+        assert f"  {command}" in done.stdout
