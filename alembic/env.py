@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from worker.config import get_settings
+from worker.config import ConfigError, Settings, get_settings
 from worker.models import Base
 
 config = context.config
@@ -15,6 +15,14 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as error:
+        # One line per bad variable, not alembic's traceback around them.
+        raise SystemExit(str(error)) from None
 
 
 def _run(connection: Connection) -> None:
@@ -31,7 +39,7 @@ def _run(connection: Connection) -> None:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=get_settings().sqlalchemy_url.render_as_string(hide_password=False),
+        url=_settings().sqlalchemy_url.render_as_string(hide_password=False),
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
@@ -46,7 +54,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = config.attributes.get("url") or get_settings().sqlalchemy_url
+    url = config.attributes.get("url") or _settings().sqlalchemy_url
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         _run(connection)

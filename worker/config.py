@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -15,8 +16,31 @@ PositiveInt = Annotated[int, Field(ge=1)]
 ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
 
 
+DATABASE_URL_FORM = "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE"
+REDIS_URL_FORM = "redis://[:PASSWORD@]HOST:PORT/DB (or rediss://..., unix:///PATH)"
+
+
 class ConfigError(RuntimeError):
-    """A setting is missing or malformed; the message names the environment variable."""
+    """Settings are malformed: one line per bad variable, with its value (masked) and form."""
+
+
+def mask_url(url: str) -> str:
+    """Return `url` with its password (userinfo or `password=` query) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        netloc, query = parts.netloc, parts.query
+        if not netloc and "@" in url:  # userinfo outside a netloc we can parse: hide it all
+            return "***"
+        if parts.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() == "password" for key, _ in pairs):
+            pairs = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+            query = urlencode(pairs, safe="*")
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return "***"
 
 
 class Settings(BaseSettings):
@@ -79,10 +103,10 @@ class Settings(BaseSettings):
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
         try:
             url = make_url(value.get_secret_value())
-        except ArgumentError:
-            raise ValueError("is not a valid database URL") from None
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            raise ValueError("not a database URL") from None
         if url.get_backend_name() != "postgresql":
-            raise ValueError("must be a postgresql:// URL")
+            raise ValueError("not a postgresql URL")
         return value
 
     @field_validator("extra_task_modules", mode="before")
@@ -96,17 +120,22 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+            raise ValueError("not a redis URL")
         return value
 
     @model_validator(mode="after")
     def _limits_fit_visibility(self) -> Settings:
-        if self.task_soft_time_limit >= self.task_time_limit:
-            raise ValueError("TASK_SOFT_TIME_LIMIT must be lower than TASK_TIME_LIMIT")
-        if self.broker_visibility_timeout <= self.task_time_limit:
+        soft, hard = self.task_soft_time_limit, self.task_time_limit
+        if soft >= hard:
             raise ValueError(
-                "BROKER_VISIBILITY_TIMEOUT must be longer than TASK_TIME_LIMIT, "
-                "or Redis redelivers tasks that are still running"
+                f"TASK_SOFT_TIME_LIMIT={soft} with TASK_TIME_LIMIT={hard}: "
+                "expected TASK_SOFT_TIME_LIMIT lower than TASK_TIME_LIMIT"
+            )
+        if self.broker_visibility_timeout <= hard:
+            raise ValueError(
+                f"BROKER_VISIBILITY_TIMEOUT={self.broker_visibility_timeout} with "
+                f"TASK_TIME_LIMIT={hard}: expected BROKER_VISIBILITY_TIMEOUT longer than "
+                "TASK_TIME_LIMIT, or Redis redelivers tasks that are still running"
             )
         return self
 
@@ -132,16 +161,66 @@ class Settings(BaseSettings):
         return make_url(self.database_url.get_secret_value())
 
 
+_FORMS = {
+    "database_url": DATABASE_URL_FORM,
+    "redis_url": REDIS_URL_FORM,
+    "extra_task_modules": "comma-separated Python module names (tasks.more,my.tasks)",
+}
+_SECRETS = {"database_url", "redis_url"}
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    low_sign = ">=" if "minimum" in schema else ">"
+    high = schema.get("maximum")
+    if low is not None and high is not None:
+        return f" from {low} to {high}"
+    if low is not None:
+        return f" {low_sign} {low}"
+    return f" <= {high}" if high is not None else ""
+
+
+def _form(name: str) -> str:
+    """What a variable should look like, from its field's type and constraints."""
+    if name in _FORMS:
+        return _FORMS[name]
+    schema = Settings.model_json_schema()["properties"].get(name, {})
+    choices = schema.get("anyOf", [schema])
+    schema = next((each for each in choices if each.get("type") != "null"), schema)
+    optional = " (or unset)" if len(choices) > 1 else ""
+    kind = schema.get("type")
+    if kind == "boolean":
+        return "true or false"
+    if kind in ("integer", "number"):
+        return f"{'an integer' if kind == 'integer' else 'a number'}{_bounds(schema)}{optional}"
+    if "pattern" in schema:
+        length = schema.get("maxLength")
+        limit = f", at most {length} characters" if length else ""
+        return f"text matching {schema['pattern']}{limit}"
+    return str(kind or "a valid value")
+
+
+def _shown(name: str, value: object) -> str:
+    text = str(value)
+    if name in _SECRETS:
+        text = mask_url(text)
+    return repr(text if len(text) <= 200 else text[:197] + "...")
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
-        lines.append(f"{name}: {item['msg']}")
-    return "invalid configuration: " + "; ".join(lines)
+        if not item["loc"]:  # a check across variables: its message names them and their values
+            lines.append(f"invalid settings {item['ctx']['error']}")
+            continue
+        field = str(item["loc"][0])
+        shown = _shown(field, item["input"])
+        lines.append(f"invalid setting {field.upper()}={shown}: expected {_form(field)}")
+    return "\n".join(dict.fromkeys(lines))
 
 
 def load_settings() -> Settings:
-    """Read and validate the settings, raising `ConfigError` that names each bad variable."""
+    """Read and validate the settings; `ConfigError` reports every bad variable at once."""
     try:
         return Settings()
     except ValidationError as error:

@@ -14,9 +14,14 @@ from celery.exceptions import NotRegistered
 from celery.signals import task_rejected, task_unknown, worker_process_init, worker_process_shutdown
 
 from worker import db
-from worker.celery_app import app as app
-from worker.config import get_settings
+from worker.config import ConfigError, get_settings
 from worker.runtime import refusals
+
+try:
+    from worker.celery_app import app as app
+except ConfigError as error:
+    # `celery -A worker.app` would bury these lines under its usage text and a traceback.
+    raise SystemExit(str(error)) from None
 
 log = logging.getLogger(__name__)
 
