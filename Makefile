@@ -71,7 +71,7 @@ example: migrate
 		--schedule $(LOCAL)/celerybeat-schedule-example
 
 stop-services: install
-	@$(BIN)/python -m worker.development.services stop --dir $(LOCAL)
+	@$(BIN)/python -m worker.development.services stop --dir $(LOCAL) --env-file $(SERVICES_ENV)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

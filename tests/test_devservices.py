@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shlex
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg2
@@ -20,13 +16,10 @@ from worker.development.services import (
     PostgresServer,
     RedisServer,
     ServerError,
-    free_port,
     mask_url,
     postgres_reachable,
     redis_reachable,
 )
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def select_one(port: int) -> int:
@@ -105,54 +98,3 @@ def test_redis_server_requires_its_password_and_restarts(tmp_path: Path) -> None
 )
 def test_mask_url_hides_the_password(url: str, masked: str) -> None:
     assert mask_url(url) == masked
-
-
-def test_ensure_cli_starts_reuses_and_stops_local_servers(tmp_path: Path) -> None:
-    closed = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgresql+psycopg2://postgres:hunter2@127.0.0.1:{closed}/postgres",
-        "REDIS_URL": f"redis://:hunter2@127.0.0.1:{closed}/0",
-    }
-    local, env_file = tmp_path / "local", tmp_path / "dev.env"
-
-    def cli(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "worker.development.services", *args, "--dir", str(local)],
-            cwd=PROJECT_ROOT,
-            env={**env, **overrides},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    exports: dict[str, str] = {}
-    try:
-        first = cli("ensure", "--env-file", str(env_file))
-        assert first.returncode == 0, first.stderr
-        assert "hunter2" not in first.stderr
-        assert first.stderr.count("was not reachable; started a project-local server") == 2
-        for line in first.stdout.splitlines():
-            keyword, assignment = shlex.split(line)
-            assert keyword == "export"
-            name, _, value = assignment.partition("=")
-            exports[name] = value
-        assert set(exports) == {"DATABASE_URL", "REDIS_URL"}
-        assert postgres_reachable(exports["DATABASE_URL"])
-        assert redis_reachable(exports["REDIS_URL"])
-        assert select_one(int(exports["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0])) == 1
-        expected = f"DATABASE_URL={exports['DATABASE_URL']}\nREDIS_URL={exports['REDIS_URL']}\n"
-        assert env_file.read_text() == expected
-
-        # Second run: the local PostgreSQL is reused; the local Redis is now simply reachable.
-        second = cli("ensure", REDIS_URL=exports["REDIS_URL"])
-        assert second.returncode == 0, second.stderr
-        assert second.stdout == first.stdout
-        assert "using the already running project-local server" in second.stderr
-        assert f"redis: using {exports['REDIS_URL']}" in second.stderr
-    finally:
-        stopped = cli("stop")
-    assert stopped.returncode == 0, stopped.stderr
-    assert not postgres_reachable(exports["DATABASE_URL"])
-    assert not redis_reachable(exports["REDIS_URL"])
