@@ -1,7 +1,19 @@
-"""pytest plugin `worker`: a migrated throwaway database, rolled-back sessions, eager tasks."""
+"""pytest plugin `worker`: a migrated throwaway database, rolled-back sessions, eager tasks.
+
+Every fixture has a `worker_` name (`worker_db_session`, `worker_eager_tasks`, ...), and the
+plugin's fixtures depend only on those. The short names (`db_session`, `eager_tasks`, ...) are
+aliases. A suite's own fixture of a short name (its `db_session` in its conftest, say) replaces
+that alias for the suite's tests and nothing else: the plugin keeps its own chain, and the suite
+asks for the worker's by the `worker_` name. Override a `worker_` fixture only to change what the
+plugin itself uses.
+
+The worker's tasks are the top-level package `tasks`; a suite with a `tasks` module of its own
+keeps it (`worker.development.task_modules`).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,6 +35,7 @@ from worker.development.databases import (
     migrate,
     unique_name,
 )
+from worker.development.task_modules import import_worker_task_modules
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -37,6 +50,14 @@ __all__ = [
     "db_url",
     "eager_tasks",
     "fake_redis",
+    "worker_committed_db_url",
+    "worker_db_connection",
+    "worker_db_engine",
+    "worker_db_session",
+    "worker_db_template",
+    "worker_db_url",
+    "worker_eager_tasks",
+    "worker_fake_redis",
 ]
 
 
@@ -47,7 +68,7 @@ def _fail_or_skip(message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def db_template() -> Iterator[tuple[URL, str]]:
+def worker_db_template() -> Iterator[tuple[URL, str]]:
     """A migrated template database; every test database is a cheap copy of it."""
     admin_url = get_settings().sqlalchemy_url
     name = unique_name("tmpl")
@@ -66,32 +87,32 @@ def db_template() -> Iterator[tuple[URL, str]]:
 
 
 @pytest.fixture(scope="session")
-def db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
+def worker_db_url(worker_db_template: tuple[URL, str]) -> Iterator[URL]:
     """URL of the session's throwaway, migrated database next to the one DATABASE_URL names."""
-    with database_copy(db_template, "db") as url:
+    with database_copy(worker_db_template, "db") as url:
         yield url
 
 
 @pytest.fixture
-def committed_db_url(db_template: tuple[URL, str]) -> Iterator[URL]:
+def worker_committed_db_url(worker_db_template: tuple[URL, str]) -> Iterator[URL]:
     """A fresh migrated database for one test whose code commits for real (e.g. a live worker)."""
-    with database_copy(db_template, "live") as url:
+    with database_copy(worker_db_template, "live") as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def db_engine(db_url: URL) -> Iterator[Engine]:
+def worker_db_engine(worker_db_url: URL) -> Iterator[Engine]:
     """Engine of the throwaway database; code under test calling `get_engine()` gets it too."""
-    engine = create_engine(db_url, pool_size=2, max_overflow=5)
+    engine = create_engine(worker_db_url, pool_size=2, max_overflow=5)
     with db.engine_installed(engine):
         yield engine
     engine.dispose()
 
 
 @pytest.fixture
-def db_connection(db_engine: Engine) -> Iterator[Connection]:
+def worker_db_connection(worker_db_engine: Engine) -> Iterator[Connection]:
     """A connection inside an outer transaction that is rolled back after the test."""
-    with db_engine.connect() as connection:
+    with worker_db_engine.connect() as connection:
         transaction = connection.begin()
         try:
             with db.sessions_joined_to(connection):
@@ -101,10 +122,10 @@ def db_connection(db_engine: Engine) -> Iterator[Connection]:
 
 
 @pytest.fixture
-def db_session(db_connection: Connection) -> Iterator[Session]:
+def worker_db_session(worker_db_connection: Connection) -> Iterator[Session]:
     """A session on the test's connection; its (and every task's) commits become savepoints."""
     session = Session(
-        bind=db_connection,
+        bind=worker_db_connection,
         join_transaction_mode="create_savepoint",
         autoflush=False,
         expire_on_commit=False,
@@ -118,12 +139,14 @@ def db_session(db_connection: Connection) -> Iterator[Session]:
 def _app() -> Celery:
     from worker.runtime.app import app
 
+    # A suite's own `tasks` module may hide the worker's package: see task_modules.
+    import_worker_task_modules(app.conf.include)
     app.loader.import_default_modules()
     return app
 
 
 @pytest.fixture
-def eager_tasks() -> Iterator[Celery]:
+def worker_eager_tasks() -> Iterator[Celery]:
     """Run tasks inline in the test (exceptions propagate); the app's settings come back after."""
     app = _app()
     keys = ("task_always_eager", "task_eager_propagates", "task_store_eager_result")
@@ -143,8 +166,13 @@ def eager_tasks() -> Iterator[Celery]:
 
 
 @pytest.fixture
-def fake_redis() -> Iterator[Any]:
+def worker_fake_redis() -> Iterator[Any]:
     """A fakeredis client, empty for each test, for code that talks to Redis directly."""
+    if importlib.util.find_spec("fakeredis") is None:
+        pytest.fail(
+            "the fake_redis fixture needs fakeredis: pip install 'platform-worker[testing]'",
+            pytrace=False,
+        )
     import fakeredis
 
     client = fakeredis.FakeRedis()
@@ -153,3 +181,54 @@ def fake_redis() -> Iterator[Any]:
     finally:
         client.flushall()
         client.close()
+
+
+# The short names: aliases a suite may replace with fixtures of its own.
+
+
+@pytest.fixture(scope="session")
+def db_template(worker_db_template: tuple[URL, str]) -> tuple[URL, str]:
+    """Alias of `worker_db_template`."""
+    return worker_db_template
+
+
+@pytest.fixture(scope="session")
+def db_url(worker_db_url: URL) -> URL:
+    """Alias of `worker_db_url`."""
+    return worker_db_url
+
+
+@pytest.fixture
+def committed_db_url(worker_committed_db_url: URL) -> URL:
+    """Alias of `worker_committed_db_url`."""
+    return worker_committed_db_url
+
+
+@pytest.fixture(scope="session")
+def db_engine(worker_db_engine: Engine) -> Engine:
+    """Alias of `worker_db_engine`."""
+    return worker_db_engine
+
+
+@pytest.fixture
+def db_connection(worker_db_connection: Connection) -> Connection:
+    """Alias of `worker_db_connection`."""
+    return worker_db_connection
+
+
+@pytest.fixture
+def db_session(worker_db_session: Session) -> Session:
+    """Alias of `worker_db_session`."""
+    return worker_db_session
+
+
+@pytest.fixture
+def eager_tasks(worker_eager_tasks: Celery) -> Celery:
+    """Alias of `worker_eager_tasks`."""
+    return worker_eager_tasks
+
+
+@pytest.fixture
+def fake_redis(worker_fake_redis: Any) -> Any:
+    """Alias of `worker_fake_redis`."""
+    return worker_fake_redis
