@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,22 @@ def test_python_dash_m_worker_lists_the_operator_commands() -> None:
     )
     for command in ("failures", "quarantine", "outbox", "db", "settings"):
         assert f"  {command}" in done.stdout
+
+
+def test_a_celeryconfig_of_the_api_project_never_configures_the_worker_app(tmp_path: Path) -> None:
+    # Given an API project with a celeryconfig.py of its own, first on sys.path
+    (tmp_path / "celeryconfig.py").write_text('task_default_queue = "theirs"\ninclude = []\n')
+
+    # When it imports the worker's app
+    done = subprocess.run(
+        [sys.executable, "-c", "from worker.app import app; print(app.conf.task_default_queue)"],
+        cwd=tmp_path,
+        env={**os.environ, "TASK_QUEUE": "views-q", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    # Then the worker's own configuration is the one in force
+    assert done.stdout.strip() == "views-q"
