@@ -7,10 +7,12 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from kombu.transport import virtual as kombu_virtual
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
@@ -74,6 +76,7 @@ def redis_url_with_db(url: str, db: int) -> str:
 def live_env(database_url: URL, redis_url: str, **extra: str) -> dict[str, str]:
     """Environment for a worker process: its own database, Redis, queue and app name."""
     tag = uuid.uuid4().hex[:8]
+    _queues_of_this_test.add(f"test-{tag}")
     return {
         **os.environ,
         "DATABASE_URL": database_url.render_as_string(hide_password=False),
@@ -84,24 +87,61 @@ def live_env(database_url: URL, redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+# The queues the running test made on the test Redis database, whoever declared them.
+_queues_of_this_test: set[str] = set()
+_KOMBU_TABLES = ("_kombu.binding.", "_kombu.binding_permanent.")
+_KOMBU_SEP = "\x06\x16"
+
+
+def _forget_queues(client: redis.Redis, queues: set[str]) -> None:
+    """Delete the queues and their members of kombu's binding tables (each table a Redis set).
+
+    Only members naming these queues go, so a test running alongside on the same database keeps
+    its bindings; a table left empty is gone with its last member.
+    """
+    for key in client.scan_iter(match="_kombu.binding*", count=1000):
+        name = key.decode(errors="replace")
+        if not name.startswith(_KOMBU_TABLES):
+            continue
+        members = client.smembers(key)
+        ours = [m for m in members if m.decode(errors="replace").split(_KOMBU_SEP)[-1] in queues]
+        if ours:
+            client.srem(key, *ours)
+    for queue in queues:
+        client.delete(queue, *(f"{queue}{_KOMBU_SEP}{step}" for step in (3, 6, 9)))
+
+
 @pytest.fixture
-def live_redis_url() -> str:
+def live_redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The configured Redis server, on the test database index (TEST_REDIS_DB, default 15).
 
-    Tests share it safely because each uses a queue of its own (see `live_env`).
+    Tests share it safely because each uses a queue of its own (see `live_env`); at the end
+    the queues the test declared, and kombu's `_kombu.binding*` entries for them, are removed.
     """
     url = redis_url_with_db(get_settings().redis_url.get_secret_value(), TEST_REDIS_DB)
     client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.ConnectionError as error:
+        client.close()
         message = f"Redis is not reachable at {mask_url(url)}: {error}"
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+    _queues_of_this_test.clear()
+    declare = kombu_virtual.Channel.queue_bind
+
+    def queue_bind(channel: kombu_virtual.Channel, queue: str, *args: Any, **kwargs: Any) -> Any:
+        _queues_of_this_test.add(queue)  # producers in this process; workers use live_env's
+        return declare(channel, queue, *args, **kwargs)
+
+    monkeypatch.setattr(kombu_virtual.Channel, "queue_bind", queue_bind)
+    try:
+        yield url
     finally:
+        _forget_queues(client, _queues_of_this_test)
+        _queues_of_this_test.clear()
         client.close()
-    return url
 
 
 @pytest.fixture
@@ -116,9 +156,6 @@ def live_stack(committed_db_url: URL, live_redis_url: str, tmp_path: Path) -> It
         yield stack
     finally:
         stack.shutdown()
-        client = redis.Redis.from_url(live_redis_url)
-        client.delete(stack.queue)
-        client.close()
 
 
 @pytest.fixture
