@@ -14,3 +14,8 @@ class NotFound(PermanentError, LookupError):
         super().__init__(f"{kind} {row_id} does not exist")
         self.kind = kind
         self.row_id = row_id
+
+    def __reduce__(self) -> tuple[type[NotFound], tuple[str, int]]:
+        # Celery pickles a failure for its events and log line; an exception that does not
+        # survive the round trip is reported under the nearest base class that does.
+        return (type(self), (self.kind, self.row_id))

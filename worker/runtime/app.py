@@ -1,7 +1,8 @@
 """The worker's Celery app: the shared app plus the hooks only a worker needs.
 
-An engine per pool child (made after fork), refusals dead-lettered, and kombu's Redis transport
-behind the envelope gate for the worker's own connections (producers keep the stock one).
+An engine per pool child (made after fork), refusals dead-lettered, kombu's Redis transport
+behind the envelope gate for the worker's own connections (producers keep the stock one), and
+Celery's log lines for idle ticks and dead-lettered failures moved to DEBUG (`logs`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from celery.signals import task_rejected, task_unknown, worker_process_init, wor
 
 from worker import db
 from worker.config import ConfigError, get_settings
-from worker.runtime import refusals
+from worker.runtime import dead_letters, logs, refusals
 
 try:
     from worker.celery_app import app as app
@@ -24,6 +25,7 @@ except ConfigError as error:
     raise SystemExit(str(error)) from None
 
 log = logging.getLogger(__name__)
+logs.install(dead_lettered=dead_letters.logged)
 
 app.conf.update(
     broker_transport="worker.runtime.transport:Transport",

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker import ledger
 from worker.db import session_scope
+from worker.errors import PermanentError
 
 log = logging.getLogger(__name__)
+# Task ids whose failure this process logged: Celery's own line for them goes to DEBUG.
+_logged: deque[str] = deque(maxlen=64)
+
+
+def logged(task_id: str) -> bool:
+    """True if this process has just logged the failure of `task_id` with its dead letter."""
+    return task_id in _logged
 
 
 def record(
@@ -19,12 +28,25 @@ def record(
     kwargs: Mapping[str, Any],
     error: BaseException,
     attempts: int,
+    reason: str | None = None,
 ) -> None:
     """Write the dead letter of `task_id` in its own transaction, with one ERROR line.
 
+    The line is the only one for the failure, under the class name the task raised; it carries
+    the traceback unless the error is a `PermanentError` (the input was wrong, not the code).
     Never raises: if the dead letter cannot be written, the arguments go to the log instead.
     """
-    log.error("%s[%s] failed for good: %s: %s", task_name, task_id, type(error).__name__, error)
+    why = f" ({reason})" if reason else ""
+    log.error(
+        "%s[%s] failed for good%s: %s: %s",
+        task_name,
+        task_id,
+        why,
+        type(error).__name__,
+        error,
+        exc_info=None if isinstance(error, PermanentError) else error,
+    )
+    _logged.append(task_id)
     try:
         with session_scope() as session:
             ledger.record_failure(

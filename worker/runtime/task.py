@@ -72,9 +72,10 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
         except Retry:
             raise
         except Exception as error:
+            reason = None
             if not self.request.called_directly:
-                self._retry_if_transient(error)
-            self.dead_letter(args, kwargs, error)
+                reason = self._retry_if_transient(error)
+            self.dead_letter(args, kwargs, error, reason=reason)
             raise
 
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -84,22 +85,15 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
         """
         return validate_arguments(self.name, args, kwargs).model_dump()
 
-    def _retry_if_transient(self, error: Exception) -> None:
-        """Schedule another attempt with backoff; returns if the error is permanent or the
-        retries are used up."""
+    def _retry_if_transient(self, error: Exception) -> str | None:
+        """Schedule another attempt with backoff; returns if the error is permanent (None) or
+        the retries are used up (saying so, for the dead letter's log line)."""
         if not is_transient(error):
-            return
+            return None
         policy, retries = retry_policy(), self.request.retries or 0
         delay = policy.delay(retries)
         if delay is None:
-            log.error(
-                "%s[%s] gave up after %d retries: %s",
-                self.name,
-                self.request.id,
-                retries,
-                type(error).__name__,
-            )
-            return
+            return f"gave up after {retries} retries"
         log.warning(
             "%s[%s] transient database error (%s); retry %d in %.1fs",
             self.name,
@@ -120,11 +114,14 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
         kwargs: dict[str, Any],
         error: BaseException,
         attempts: int | None = None,
+        reason: str | None = None,
     ) -> None:
         """Record a task that failed for good in `task_failures`, so no failure is silent.
 
-        `attempts` defaults to the runs so far: the first one plus every retry.
+        `attempts` defaults to the runs so far: the first one plus every retry. `reason`, if
+        given, goes into the one log line of the failure.
         """
         if attempts is None:
             attempts = (self.request.retries or 0) + 1
-        dead_letters.record(self.name, self.request.id or "unknown", args, kwargs, error, attempts)
+        task_id = self.request.id or "unknown"
+        dead_letters.record(self.name, task_id, args, kwargs, error, attempts, reason=reason)
