@@ -67,7 +67,7 @@ bench-smoke: services
 	@$(WITH_SERVICES) $(BIN)/python -m benchmarks --smoke $(BENCH_ARGS)
 
 example: migrate
-	@$(WITH_SERVICES) $(BIN)/python examples/api/run.py --port $(or $(EXAMPLE_PORT),8000) \
+	@$(WITH_SERVICES) exec $(BIN)/python examples/api/run.py --port $(or $(EXAMPLE_PORT),8000) \
 		--schedule $(LOCAL)/celerybeat-schedule-example
 
 stop-services: install
