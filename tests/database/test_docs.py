@@ -65,7 +65,10 @@ def test_configuration_table_lists_every_setting_with_its_default() -> None:
     rows = settings_table()
     listed = [name for names, _, _ in rows for name in names]
 
-    assert sorted(listed) == sorted(SETTING_VARIABLES), "README's configuration table"
+    missing, unknown = SETTING_VARIABLES - set(listed), set(listed) - SETTING_VARIABLES
+    assert not missing, f"README.md's configuration table lacks {sorted(missing)}"
+    assert not unknown, f"README.md's configuration table lists no setting {sorted(unknown)}"
+    assert len(listed) == len(set(listed)), "README.md lists a variable twice"
     for names, cell, line in rows:
         shown = re.findall(r"`([^`]*)`", cell)
         if not shown:  # prose, such as "3 per CPU": no literal to compare
