@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     worker_prefetch_multiplier: Annotated[int, Field(ge=1, le=100)] = 2
     worker_child_nice: Annotated[int, Field(ge=0, le=19)] = 10
 
+    # Probes (/livez, /readyz) and /metrics, served by the main process; port 0 turns them off.
+    worker_http_port: Annotated[int, Field(ge=0, le=65535)] = 9540
+    worker_http_host: Annotated[str, Field(min_length=1, max_length=255)] = "0.0.0.0"
+    # Not ready when messages wait, every child is idle and nothing came in for this long.
+    worker_stall_seconds: PositiveInt = 60
+
     deactivate_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     dormant_after_days: PositiveInt = 365
     view_flush_interval: Annotated[float, Field(gt=0)] = 2.0

@@ -10,6 +10,7 @@ import click
 from worker.config import ConfigError, get_settings, mask_url
 from worker.operations.db_cli import db_group
 from worker.operations.failures_cli import failures_group
+from worker.operations.health_cli import health_command
 from worker.operations.quarantine_cli import quarantine_group
 
 
@@ -110,3 +111,4 @@ def outbox_prune(older_than_days: int) -> None:
 main.add_command(failures_group)
 main.add_command(db_group)
 main.add_command(quarantine_group)
+main.add_command(health_command)

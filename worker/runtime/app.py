@@ -12,10 +12,19 @@ import os
 from typing import Any
 
 from celery.exceptions import NotRegistered
-from celery.signals import task_rejected, task_unknown, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    task_received,
+    task_rejected,
+    task_unknown,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
 
 from worker import db
 from worker.config import ConfigError, get_settings
+from worker.operations import probes
 from worker.runtime import dead_letters, logs, refusals
 
 try:
@@ -31,6 +40,22 @@ app.conf.update(
     broker_transport="worker.runtime.transport:Transport",
     worker_consumer="worker.runtime.consumer:Consumer",
 )
+app.steps["consumer"].add(probes.ConsumerProbe)
+
+
+@celeryd_after_setup.connect
+def _serve_probes(**_: Any) -> None:
+    probes.serve(get_settings())
+
+
+@worker_shutting_down.connect
+def _not_ready_once_shutting_down(**_: Any) -> None:
+    probes.shutting_down()
+
+
+@task_received.connect
+def _note_task_received(**_: Any) -> None:
+    probes.task_received()
 
 
 @worker_process_init.connect
