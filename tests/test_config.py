@@ -66,7 +66,7 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
         "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     )
     assert settings.redis_url.get_secret_value() == "redis://127.0.0.1:6379/0"
-    assert (settings.db_pool_size, settings.db_max_overflow, settings.app_name) == (2, 10, "worker")
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.app_name) == (1, 0, "worker")
     assert settings.db_pool_pre_ping is True
     assert settings.db_echo_sql is False
 

@@ -56,8 +56,16 @@ class Settings(BaseSettings):
 
     database_url: SecretStr = SecretStr("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    db_pool_size: PositiveInt = 2
-    db_max_overflow: Annotated[int, Field(ge=0)] = 10
+    # A prefork child runs one task at a time, and a task opens its session scopes one after
+    # another: one connection, kept between tasks, is all a child uses. Size + overflow is
+    # what the connection budget counts per process (`python -m worker db budget`): the old
+    # 2 + 10 let one node of 6 children hold 72 of the server's 100 connections. A process
+    # serving requests on threads (an API) sets DB_POOL_SIZE to the requests it serves at once.
+    db_pool_size: PositiveInt = 1
+    db_max_overflow: Annotated[int, Field(ge=0)] = 0
+    # Connections all workers together may open; None: what the server at DATABASE_URL allows
+    # (max_connections less its reserved slots). Behind PgBouncer: its max_client_conn.
+    db_connection_limit: PositiveInt | None = None
     db_pool_pre_ping: bool = True
     db_pool_recycle: Annotated[int, Field(ge=-1)] = 1800
     db_echo_sql: bool = False

@@ -1,4 +1,4 @@
-"""`python -m worker db`: the runtime database role."""
+"""`python -m worker db`: the runtime database role and the connection budget."""
 
 from __future__ import annotations
 
@@ -82,4 +82,56 @@ def db_create_runtime_role(name: str, password_env: str | None, cluster_wide: bo
         click.echo(
             f"warning: any role may still connect to {', '.join(others)} through PUBLIC; {hint}",
             err=True,
+        )
+
+
+@db_group.command("budget")
+@click.option(
+    "--nodes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Worker nodes (machines, pods) that will run with these settings.",
+)
+@click.option(
+    "--children",
+    type=click.IntRange(1),
+    help="Pool children per node (-c); default: WORKER_CONCURRENCY, else "
+    "WORKER_CHILDREN_PER_CPU per CPU of this machine.",
+)
+def db_budget(nodes: int, children: int | None) -> None:
+    """Print the most PostgreSQL connections a node and the fleet can hold, and the limit.
+
+    Every process is counted with its pool full: pool children, each node's main process (one
+    short check at a time) and the fleet's one beat. The limit is DB_CONNECTION_LIMIT, else
+    what the server gives roles that are not superusers. Exits 1 when the fleet would overrun it.
+    """
+    from worker.config import get_settings
+    from worker.operations import budget
+
+    settings = get_settings()
+    node = budget.NodeBudget.of(settings, children)
+    fleet = budget.FleetBudget(nodes, node)
+    limit = budget.configured_limit(settings)
+    in_use = None
+    try:
+        if limit is None:
+            with budget.short_connection(settings) as connection:
+                limit = budget.server_limit(connection)
+                in_use = budget.connections_in_use(connection)
+    except budget.ServerUnavailable as error:
+        raise click.ClickException(f"cannot read the server's connection limit: {error}") from None
+    machines = f"{nodes} node{'s' if nodes > 1 else ''}"
+    click.echo(f"per node: {node.total} ({node.breakdown()})")
+    click.echo(f"beat: {fleet.beat} (one per fleet, embedded in a worker or on its own)")
+    click.echo(f"fleet: {fleet.total} ({machines} x {node.total} + beat {fleet.beat})")
+    click.echo(f"limit: {limit.allowed} ({limit.source})")
+    if in_use is not None:
+        click.echo(f"in use now: {in_use}")
+    over = fleet.total - limit.allowed
+    if over > 0:
+        raise click.ClickException(
+            f"{machines} would overrun the limit by {over} connection{'s' if over > 1 else ''}: "
+            "lower DB_POOL_SIZE, DB_MAX_OVERFLOW or WORKER_CONCURRENCY, or put PgBouncer in "
+            "front and set DB_CONNECTION_LIMIT (docs/operations.md#pgbouncer)"
         )

@@ -24,7 +24,7 @@ from celery.signals import (
 
 from worker import db
 from worker.config import ConfigError, get_settings
-from worker.operations import probes
+from worker.operations import budget, probes
 from worker.runtime import dead_letters, logs, refusals
 
 try:
@@ -41,6 +41,18 @@ app.conf.update(
     worker_consumer="worker.runtime.consumer:Consumer",
 )
 app.steps["consumer"].add(probes.ConsumerProbe)
+
+
+@celeryd_after_setup.connect
+def _check_connection_budget(instance: Any, **_: Any) -> None:
+    # Logging is set up and no child is forked yet: a node that alone would overrun
+    # PostgreSQL stops here, before it holds anything. The check's one connection is closed.
+    settings = get_settings()
+    node = budget.NodeBudget.of(settings, instance.concurrency, beat=instance.beat is not None)
+    refusal = budget.check_node(settings, node)
+    if refusal is not None:
+        log.critical("%s", refusal)
+        raise SystemExit(1)
 
 
 @celeryd_after_setup.connect
