@@ -69,8 +69,11 @@ class LocalServer:
 class PostgresServer(LocalServer):
     """A throwaway PostgreSQL cluster: data in `base_dir/data`, log in `base_dir/postgres.log`."""
 
-    def __init__(self, base_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, base_dir: Path, port: int | None = None, *, max_connections: int = 200
+    ) -> None:
         super().__init__(base_dir, port)
+        self.max_connections = max_connections
         self.data_dir = self.base_dir / "data"
         self.log_file = self.base_dir / "postgres.log"
         self._bindir: Path | None = None
@@ -134,7 +137,8 @@ class PostgresServer(LocalServer):
         sockdir = str(self.base_dir) if len(str(self.base_dir)) < 90 else ""  # sun_path limit
         opts = (
             f"-p {self.port} -k {shlex.quote(sockdir)} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            f"-c max_connections={self.max_connections}"
         )
         ctl = self._run(
             "pg_ctl", "start", "-w", "-D", self.data_dir, "-l", self.log_file, "-o", opts
