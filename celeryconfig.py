@@ -53,7 +53,7 @@ worker_concurrency = _settings.pool_children
 worker_prefetch_multiplier = _settings.worker_prefetch_multiplier
 worker_hijack_root_logger = False
 worker_redirect_stdouts = False
-worker_send_task_events = False
+worker_send_task_events = _settings.worker_task_events
 worker_cancel_long_running_tasks_on_connection_loss = False
 
 timezone = "UTC"

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     worker_children_per_cpu: Annotated[int, Field(ge=1, le=64)] = 3
     worker_prefetch_multiplier: Annotated[int, Field(ge=1, le=100)] = 2
     worker_child_nice: Annotated[int, Field(ge=0, le=19)] = 10
+    # Celery task events, for Flower and event-based exporters; /metrics needs none.
+    worker_task_events: bool = False
 
     # Probes (/livez, /readyz) and /metrics, served by the main process; port 0 turns them off.
     worker_http_port: Annotated[int, Field(ge=0, le=65535)] = 9540
