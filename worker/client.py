@@ -1,4 +1,7 @@
-"""The typed enqueue client for API services (`tasks`, `views`); it lives in `worker.producer`."""
+"""The typed enqueue client for API services (`tasks`, `views`, `correlation_id`).
+
+It lives in `worker.producer`.
+"""
 
 from worker.producer.client import (
     InvalidTaskOptions,
@@ -12,6 +15,11 @@ from worker.producer.client import (
     tasks,
     views,
 )
+from worker.producer.correlation import (
+    correlation_id,
+    current_correlation_id,
+    valid_correlation_id,
+)
 
 __all__ = [
     "InvalidTaskOptions",
@@ -22,6 +30,9 @@ __all__ = [
     "TaskMessage",
     "ViewCounter",
     "build_message",
+    "correlation_id",
+    "current_correlation_id",
     "tasks",
+    "valid_correlation_id",
     "views",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     worker_http_host: Annotated[str, Field(min_length=1, max_length=255)] = "0.0.0.0"
     # Not ready when messages wait, every child is idle and nothing came in for this long.
     worker_stall_seconds: PositiveInt = 60
+    # text: Celery's lines as they are; json: one JSON object a line, the task's ids on each.
+    log_format: Literal["text", "json"] = "text"
 
     deactivate_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     dormant_after_days: PositiveInt = 365
@@ -205,6 +207,8 @@ def _form(name: str) -> str:
     schema = next((each for each in choices if each.get("type") != "null"), schema)
     optional = " (or unset)" if len(choices) > 1 else ""
     kind = schema.get("type")
+    if "enum" in schema:
+        return " or ".join(map(str, schema["enum"]))
     if kind == "boolean":
         return "true or false"
     if kind in ("integer", "number"):

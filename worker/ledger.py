@@ -28,12 +28,12 @@ def claim(session: Session, task_id: str, task_name: str) -> bool:
     return claimed is not None
 
 
-# Both run as their owner (migration 0003): the runtime role may call them but has no DELETE on
-# processed_tasks and no INSERT, UPDATE or DELETE on task_failures.
+# Both run as their owner (migrations 0003 and 0004): the runtime role may call them but has no
+# DELETE on processed_tasks and no INSERT, UPDATE or DELETE on task_failures.
 _PRUNE_PROCESSED = text("SELECT prune_processed_tasks(:retention)")
 _RECORD_FAILURE = text(
     "SELECT record_task_failure(:task_id, :task_name, :args, :kwargs, :error_class, "
-    ":error_message, :attempts)"
+    ":error_message, :attempts, :correlation_id)"
 ).bindparams(bindparam("args", type_=JSONB), bindparam("kwargs", type_=JSONB))
 
 
@@ -74,12 +74,14 @@ def record_failure(
     error: BaseException | str,
     error_class: str | None = None,
     attempts: int = 1,
+    correlation_id: str | None = None,
 ) -> None:
     """Add the dead letter for `task_id`, or count one more failure of an existing one.
 
-    An existing dead letter keeps its task name and arguments; its error and last failure time
-    become this one's, and its attempts become max(attempts + 1, `attempts`). Arguments that were
-    not kept (None) are stored as a note, which `failures retry` refuses to send.
+    An existing dead letter keeps its task name, arguments and correlation id (unless it had
+    none); its error and last failure time become this one's, and its attempts become
+    max(attempts + 1, `attempts`). Arguments that were not kept (None) are stored as a note,
+    which `failures retry` refuses to send.
     """
     message = str(error)[:MAX_ERROR_MESSAGE]
     cls = error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error")
@@ -93,5 +95,6 @@ def record_failure(
             "error_class": cls,
             "error_message": message,
             "attempts": attempts,
+            "correlation_id": correlation_id,
         },
     )

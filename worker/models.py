@@ -144,6 +144,8 @@ class TaskFailure(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     first_failed_at: Mapped[datetime] = _created_at()
     last_failed_at: Mapped[datetime] = _created_at()
+    # The request that caused the task (its `correlation_id` header), if the producer sent one.
+    correlation_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class OutboxMessage(Base):

@@ -1,4 +1,8 @@
-"""Example API service on the platform worker: users and posts, views counted by a task."""
+"""Example API service on the platform worker: users and posts, views counted by a task.
+
+Each request's X-Request-ID (or a new one) is the correlation id of the tasks it enqueues: the
+worker's log lines for those tasks, and their dead letters, carry it.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,44 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker.client import correlation_id, valid_correlation_id
 from worker.db import get_db
 from worker.enqueue import after_commit
 from worker.models import Post, User
 from worker.outbox import in_outbox
 
+
+class RequestId:
+    """ASGI middleware: the request's X-Request-ID, or a new one if it has none or one that is
+    no correlation id, becomes the correlation id of the tasks it enqueues, and is sent back."""
+
+    header = "X-Request-ID"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(self.header)
+        request_id = given if valid_correlation_id(given) else uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[self.header] = request_id
+            await send(message)
+
+        # A context variable: the endpoint's thread and the commit that publishes see it too.
+        with correlation_id(request_id):
+            await self.app(scope, receive, send_with_id)
+
+
 app = FastAPI(title="blog example")
+app.add_middleware(RequestId)
 
 # scope="function": the session commits (and after-commit tasks are published) before the
 # response is sent, so a failed commit is a failed request, never a 200 for lost data.

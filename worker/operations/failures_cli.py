@@ -64,6 +64,8 @@ def failures_show(task_id: str) -> None:
         ("kwargs", json.dumps(row.kwargs)),
         ("error", f"{row.error_class}: {row.error_message}"),
         ("attempts", row.attempts),
+        # The request that caused the task: find its log lines by this id, or by the task id.
+        ("correlation", row.correlation_id or "(none sent)"),
         ("first failed", row.first_failed_at.isoformat()),
         ("last failed", row.last_failed_at.isoformat()),
     ):

@@ -25,6 +25,7 @@ from worker.producer.client import (
     TaskMessage,
     tasks,
 )
+from worker.producer.correlation import valid_correlation_id
 from worker.producer.outbox import InvalidOutboxRow
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _message(row: Row[Any]) -> TaskMessage:
     args, kwargs, options = row.args, row.kwargs, row.options
     if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(options, dict):
         raise InvalidOutboxRow("args must be a JSON array, kwargs and options JSON objects")
-    unknown = set(options) - {"eta", "queue"}
+    unknown = set(options) - {"eta", "queue", "correlation_id"}
     if unknown:
         raise InvalidOutboxRow(f"unknown option(s): {', '.join(sorted(unknown))}")
     eta = None
@@ -58,6 +59,9 @@ def _message(row: Row[Any]) -> TaskMessage:
     queue = options.get("queue")
     if queue is not None and not isinstance(queue, str):
         raise InvalidOutboxRow(f"queue must be a string, got {queue!r}")
+    correlation = options.get("correlation_id")
+    if correlation is not None and not valid_correlation_id(correlation):
+        raise InvalidOutboxRow(f"correlation_id is not a correlation id: {correlation!r:.60}")
     return TaskMessage(
         task_name=row.task_name,
         task_id=row.task_id,
@@ -65,6 +69,7 @@ def _message(row: Row[Any]) -> TaskMessage:
         kwargs=kwargs,
         eta=eta,
         queue=queue,
+        correlation_id=correlation,
     )
 
 
@@ -139,6 +144,7 @@ def _dead_letter(session: Session, row: Row[Any], error: InvalidOutboxRow) -> No
         args=row.args if isinstance(row.args, list) else [row.args],
         kwargs=row.kwargs if isinstance(row.kwargs, dict) else {"kwargs": row.kwargs},
         error=error,
+        correlation_id=_correlation(row.options),
     )
     session.execute(
         update(OutboxMessage)
@@ -149,6 +155,12 @@ def _dead_letter(session: Session, row: Row[Any], error: InvalidOutboxRow) -> No
             last_error=f"dead-lettered, not published: {error}"[:MAX_ERROR_LENGTH],
         )
     )
+
+
+def _correlation(options: object) -> str | None:
+    # A row dead-lettered for a bad option keeps its correlation id if that one is good.
+    value = options.get("correlation_id") if isinstance(options, dict) else None
+    return value if valid_correlation_id(value) else None
 
 
 @dataclass(slots=True)

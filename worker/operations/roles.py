@@ -80,10 +80,13 @@ RUNTIME_GRANTS: Final = (
     # task_failures: no table privilege; dead letters are added through record_task_failure.
 )
 RUNTIME_SEQUENCES: Final[tuple[str, ...]] = ()  # the worker inserts no row with a serial id
-# SECURITY DEFINER functions of migration 0003, the only way the role prunes or dead-letters.
+# SECURITY DEFINER functions of migrations 0003 and 0004, the only way the role prunes or
+# dead-letters.
 RUNTIME_FUNCTIONS: Final = (
     "prune_processed_tasks(interval)",
-    "record_task_failure(text, text, jsonb, jsonb, text, text, integer)",
+    "record_task_failure(text, text, jsonb, jsonb, text, text, integer, text)",
+    # Migration 0005: the counts behind the metrics' dead-letter and outbox gauges, no rows.
+    "sample_backlog()",
 )
 
 

@@ -23,6 +23,7 @@ from worker.contracts import (
     validate_arguments,
 )
 from worker.producer import viewbuffer
+from worker.producer.correlation import CORRELATION_HEADER, current_correlation_id
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -61,6 +62,14 @@ class TaskMessage:
     countdown: float | None = None
     eta: datetime | None = None
     queue: str | None = None
+    # The request that caused the task (`worker.client.correlation_id`), sent as a header.
+    correlation_id: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The message headers this call adds to Celery's own."""
+        if self.correlation_id is None:
+            return {}
+        return {CORRELATION_HEADER: self.correlation_id}
 
 
 _OPTION_NAMES: Final = frozenset(SendOptions.__annotations__)
@@ -122,7 +131,8 @@ def build_message(
     """Check a call against the task's contract and the options; raise a clear error if wrong.
 
     The arguments are sent as keyword arguments named as in the contract; a task id is chosen
-    here when the caller gave none, so it is known before the message leaves.
+    here when the caller gave none, so it is known before the message leaves. The correlation
+    id is the one of the calling context, taken now (not when an after-commit call publishes).
     """
     contract = validate_arguments(task_name, args, kwargs)
     _check_options(options)
@@ -133,6 +143,7 @@ def build_message(
         countdown=options.get("countdown"),
         eta=options.get("eta"),
         queue=options.get("queue"),
+        correlation_id=current_correlation_id(),
     )
 
 
@@ -213,6 +224,7 @@ class TaskClient(TaskCalls):
                 countdown=message.countdown,
                 eta=message.eta,
                 queue=message.queue,
+                headers=message.headers(),
                 **extra,
             )
         except (OperationalError, RedisError, OSError) as error:
@@ -224,7 +236,12 @@ class TaskClient(TaskCalls):
         # registered task in this process instead, exactly as `.delay()` does in eager mode.
         app.loader.import_default_modules()
         task = app.tasks[message.task_name]
-        task.apply_async(args=message.args, kwargs=dict(message.kwargs), task_id=message.task_id)
+        task.apply_async(
+            args=message.args,
+            kwargs=dict(message.kwargs),
+            task_id=message.task_id,
+            headers=message.headers(),
+        )
         return message.task_id
 
     def _describe(self, message: TaskMessage, error: BaseException) -> str:

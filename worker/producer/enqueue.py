@@ -105,6 +105,7 @@ def _dead_letter(session: Session, message: TaskMessage, error: PublishError) ->
                 args=message.args,
                 kwargs=message.kwargs,
                 error=error,
+                correlation_id=message.correlation_id,
             )
     except Exception:
         log.exception(

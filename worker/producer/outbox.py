@@ -38,6 +38,8 @@ def _insert(session: Session, message: TaskMessage) -> None:
         options["eta"] = eta.isoformat()
     if message.queue is not None:
         options["queue"] = message.queue
+    if message.correlation_id is not None:
+        options["correlation_id"] = message.correlation_id
     session.execute(
         pg_insert(OutboxMessage)
         .values(

@@ -2,7 +2,9 @@
 
 An engine per pool child (made after fork), refusals dead-lettered, kombu's Redis transport
 behind the envelope gate for the worker's own connections (producers keep the stock one), and
-Celery's log lines for idle ticks and dead-lettered failures moved to DEBUG (`logs`).
+Celery's log lines for idle ticks and dead-lettered failures moved to DEBUG (`logs`), each
+task's ids bound to the lines logged about it (`log_context`), and with LOG_FORMAT=json every
+line one JSON object (`json_logs`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import logging
 import os
 from typing import Any
 
+from celery.apps import worker as celery_worker_program
 from celery.exceptions import NotRegistered
 from celery.signals import (
     celeryd_after_setup,
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
     task_received,
     task_rejected,
     task_unknown,
@@ -25,7 +32,7 @@ from celery.signals import (
 from worker import db
 from worker.config import ConfigError, get_settings
 from worker.operations import budget, probes
-from worker.runtime import dead_letters, logs, refusals
+from worker.runtime import dead_letters, json_logs, log_context, logs, refusals
 
 try:
     from worker.celery_app import app as app
@@ -35,6 +42,34 @@ except ConfigError as error:
 
 log = logging.getLogger(__name__)
 logs.install(dead_lettered=dead_letters.logged)
+
+
+def _log_json(loglevel: int | None = None, logfile: str | None = None, **_: Any) -> None:
+    json_logs.configure(loglevel, logfile)
+    # A print() in a task, or a traceback written to stderr, becomes a JSON line as well.
+    redirected = logging.getLogger("celery.redirected")
+    app.log.redirect_stdouts_to_logger(redirected, app.conf.worker_redirect_stdouts_level)
+
+
+def _log_json_from_the_start(options: dict[str, Any], **_: Any) -> None:
+    # Sent before the worker checks its privileges, whose warning would be the first line.
+    json_logs.configure(options.get("loglevel"), options.get("logfile"))
+
+
+def _banner_as_json(instance: Any, **_: Any) -> None:
+    # Sent just before the worker prints its banner: log it as one JSON line instead.
+    instance.quiet = True
+    log.info("%s", json_logs.banner(instance))
+
+
+if get_settings().log_format == "json":
+    # A receiver of setup_logging replaces Celery's own logging set-up (its text lines).
+    setup_logging.connect(_log_json, weak=False)
+    celeryd_init.connect(_log_json_from_the_start, weak=False)
+    celeryd_after_setup.connect(_banner_as_json, weak=False)
+    # Printed, not logged, by Celery: the shutdown notices and a standalone beat's banners.
+    celery_worker_program.safe_say = json_logs.say  # type: ignore[attr-defined]
+    app.Beat = json_logs.quiet_beat(app)  # type: ignore[misc]
 
 app.conf.update(
     broker_transport="worker.runtime.transport:Transport",
@@ -68,6 +103,16 @@ def _not_ready_once_shutting_down(**_: Any) -> None:
 @task_received.connect
 def _note_task_received(**_: Any) -> None:
     probes.task_received()
+
+
+@task_prerun.connect
+def _bind_task_to_its_log_lines(task: Any, **_: Any) -> None:
+    log_context.enter_task(task)
+
+
+@task_postrun.connect
+def _unbind_task_from_log_lines(**_: Any) -> None:
+    log_context.leave_task()
 
 
 @worker_process_init.connect

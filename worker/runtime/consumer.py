@@ -20,7 +20,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 from worker.config import get_settings
 from worker.operations import probes
-from worker.runtime import refusals
+from worker.runtime import log_context, refusals
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class Consumer(CeleryConsumer):
 
         def on_task_received(message: Any) -> Any:
             try:
-                return handle(message)
+                with log_context.handling(message):  # "received" and the rest carry its ids
+                    return handle(message)
             except Exception as error:
                 log.exception("could not hand a message to a task; refusing it")
                 self._refuse(message, error)

@@ -29,12 +29,14 @@ def record(
     error: BaseException,
     attempts: int,
     reason: str | None = None,
+    correlation_id: str | None = None,
 ) -> None:
     """Write the dead letter of `task_id` in its own transaction, with one ERROR line.
 
     The line is the only one for the failure, under the class name the task raised; it carries
     the traceback unless the error is a `PermanentError` (the input was wrong, not the code).
     Never raises: if the dead letter cannot be written, the arguments go to the log instead.
+    `correlation_id` (the request that caused the task) is kept with the dead letter.
     """
     why = f" ({reason})" if reason else ""
     log.error(
@@ -57,6 +59,7 @@ def record(
                 kwargs=kwargs,
                 error=error,
                 attempts=attempts,
+                correlation_id=correlation_id,
             )
     except Exception:
         log.exception(

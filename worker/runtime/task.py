@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from worker.config import get_settings
 from worker.contracts import validate_arguments
 from worker.runtime import dead_letters, exactly_once
-from worker.runtime.poison import delivery_counter
+from worker.runtime.log_context import TaskRequest, correlation_of
+from worker.runtime.poison import DatabaseRequest, delivery_counter
 from worker.runtime.retries import RetryPolicy, is_transient
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,19 @@ def retry_policy() -> RetryPolicy:
     return RetryPolicy.from_settings(get_settings())
 
 
+class WorkerRequest(TaskRequest, DatabaseRequest):
+    """The request of a database task in the main process: its lines carry the task's ids, and
+    first-delivery runs that died are counted (MAX_DELIVERIES)."""
+
+
 class DatabaseTask(Task):  # type: ignore[type-arg]
     """Validates arguments, applies the effect once per task id, retries transient faults only."""
 
     abstract = True
     # Celery's own retry-on-exception is off: transient faults are classified in `__call__`.
     autoretry_for = ()
-    # In the main process: counts first deliveries whose process died (MAX_DELIVERIES).
-    Request = "worker.runtime.poison:DatabaseRequest"
+    # In the main process: binds the task to its lines, counts first deliveries that died.
+    Request = "worker.runtime.task:WorkerRequest"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         delivery = self.request.delivery_info
@@ -124,4 +130,13 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
         if attempts is None:
             attempts = (self.request.retries or 0) + 1
         task_id = self.request.id or "unknown"
-        dead_letters.record(self.name, task_id, args, kwargs, error, attempts, reason=reason)
+        dead_letters.record(
+            self.name,
+            task_id,
+            args,
+            kwargs,
+            error,
+            attempts,
+            reason=reason,
+            correlation_id=correlation_of(self.request.headers),
+        )
