@@ -79,4 +79,10 @@ beat_schedule = {
         "schedule": timedelta(seconds=2),
         "options": {"expires": 10},
     },
+    # The /metrics gauges that need PostgreSQL (worker.operations.backlog); a late run is stale.
+    "sample-metrics": {
+        "task": contracts.SAMPLE_METRICS,
+        "schedule": timedelta(seconds=contracts.SAMPLE_METRICS_INTERVAL),
+        "options": {"expires": contracts.SAMPLE_METRICS_INTERVAL},
+    },
 }

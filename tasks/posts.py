@@ -14,6 +14,7 @@ from worker.contracts import FLUSH_VIEW_COUNTS, RECORD_VIEW
 from worker.db import session_scope
 from worker.domain import posts
 from worker.producer import viewbuffer
+from worker.runtime import exactly_once
 from worker.runtime.task import DatabaseTask
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def record_view(self: DatabaseTask, post_id: int) -> int | None:
         with session_scope() as session:
             count = posts.record_view_once(session, post_id, task_id, self.name)
         if count is None:
-            log.info("%s[%s] was already applied; skipping duplicate", self.name, task_id)
+            exactly_once.skipped_duplicate(self.name, task_id)
     log.debug("post %s now has %s views", post_id, count)
     return count
 

@@ -16,6 +16,12 @@ DEACTIVATE_DORMANT_USERS: Final = "tasks.users.deactivate_dormant_users"
 PRUNE_PROCESSED_TASKS: Final = "tasks.maintenance.prune_processed_tasks"
 OUTBOX_RELAY: Final = "tasks.outbox.relay_outbox"
 RECORD_REFUSAL: Final = "tasks.maintenance.record_refusal"
+SAMPLE_METRICS: Final = "tasks.maintenance.sample_metrics"
+SAMPLE_METRICS_INTERVAL: Final = 15.0  # seconds between two runs sent by beat
+
+# A message header: when the message was published, in epoch seconds. The typed client (and so
+# after_commit and the outbox relay) sets it; the worker measures the queue wait from it.
+PUBLISHED_AT_HEADER: Final = "published_at"
 
 # The tasks API services send, and so the only ones a dead letter may be requeued as. Every other
 # name is internal (beat's housekeeping, the outbox relay, refusals, the "views.batch" pseudo task)
@@ -72,6 +78,7 @@ CONTRACTS: Final[dict[str, type[TaskArgs]]] = {
     PRUNE_PROCESSED_TASKS: NoArgs,
     OUTBOX_RELAY: NoArgs,
     RECORD_REFUSAL: RecordRefusalArgs,
+    SAMPLE_METRICS: NoArgs,
 }
 
 

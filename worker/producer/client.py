@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from worker.config import get_settings
 from worker.contracts import (
     DEACTIVATE_DORMANT_USERS,
     DEACTIVATE_USER,
+    PUBLISHED_AT_HEADER,
     RECORD_VIEW,
     InvalidTaskArguments,
     validate_arguments,
@@ -224,7 +226,8 @@ class TaskClient(TaskCalls):
                 countdown=message.countdown,
                 eta=message.eta,
                 queue=message.queue,
-                headers=message.headers(),
+                # When it left, for the worker's queue-wait metric (epoch seconds).
+                headers={**message.headers(), PUBLISHED_AT_HEADER: time.time()},
                 **extra,
             )
         except (OperationalError, RedisError, OSError) as error:

@@ -32,7 +32,14 @@ from celery.signals import (
 from worker import db
 from worker.config import ConfigError, get_settings
 from worker.operations import budget, probes
-from worker.runtime import dead_letters, json_logs, log_context, logs, refusals
+from worker.runtime import (
+    dead_letters,
+    instrumentation,
+    json_logs,
+    log_context,
+    logs,
+    refusals,
+)
 
 try:
     from worker.celery_app import app as app
@@ -76,6 +83,8 @@ app.conf.update(
     worker_consumer="worker.runtime.consumer:Consumer",
 )
 app.steps["consumer"].add(probes.ConsumerProbe)
+# /metrics: each run counted in this process as Celery reports it (unless WORKER_HTTP_PORT=0).
+instrumentation.install()
 
 
 @celeryd_after_setup.connect

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from worker import ledger
 from worker.db import session_scope
+from worker.runtime import outcome
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,12 @@ def apply_once(task_id: str | None, task_name: str, work: Callable[[Session], R]
     """
     with session_scope() as session:
         if task_id is not None and not ledger.claim(session, task_id, task_name):
-            log.info("%s[%s] was already applied; skipping duplicate", task_name, task_id)
+            skipped_duplicate(task_name, task_id)
             return None
         return work(session)
+
+
+def skipped_duplicate(task_name: str, task_id: str) -> None:
+    """Log that `task_id` was already applied, and report the run as a duplicate."""
+    log.info("%s[%s] was already applied; skipping duplicate", task_name, task_id)
+    outcome.note(outcome.Outcome.DUPLICATE)

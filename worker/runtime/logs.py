@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 
-from worker.contracts import FLUSH_VIEW_COUNTS, OUTBOX_RELAY
+from worker.contracts import FLUSH_VIEW_COUNTS, OUTBOX_RELAY, SAMPLE_METRICS
 
 # Periodic tasks that return how much they did: 0 means the tick found nothing to do.
 TICKS = frozenset({FLUSH_VIEW_COUNTS, OUTBOX_RELAY})
+# Periodic tasks each of whose runs is routine: their lines go to DEBUG, unless they fail.
+ROUTINE = frozenset({SAMPLE_METRICS})
 _FAILURES = ("raised expected", "raised unexpected")
 
 
@@ -24,8 +26,9 @@ def _to_debug(record: logging.LogRecord) -> bool:
 
 
 class CeleryLines(logging.Filter):
-    """Moves to DEBUG: beat sending and the worker receiving a tick, a tick that did nothing,
-    and the failure line of a task id whose dead letter this process has just logged."""
+    """Moves to DEBUG: beat sending and the worker receiving a tick, a tick that did nothing, a
+    routine run that succeeded, and the failure line of a task id whose dead letter this
+    process has just logged."""
 
     def __init__(self, ticks: Collection[str], dead_lettered: Callable[[str], bool]) -> None:
         super().__init__()
@@ -35,16 +38,19 @@ class CeleryLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "celery.beat":  # 'Scheduler: Sending due task %s (%s)'
             args = record.args if isinstance(record.args, tuple) else ()
-            if len(args) == 2 and args[1] in self.ticks and record.levelno == logging.INFO:
+            quiet = len(args) == 2 and (args[1] in self.ticks or args[1] in ROUTINE)
+            if quiet and record.levelno == logging.INFO:
                 return _to_debug(record)
             return True
         data = getattr(record, "data", None)
         if not isinstance(data, dict) or record.levelno < logging.INFO:
             return True
         name = data.get("name")
-        if record.name == "celery.worker.strategy" and name in self.ticks:
+        if record.name == "celery.worker.strategy" and (name in self.ticks or name in ROUTINE):
             return _to_debug(record)  # received: it is not known yet whether it will do work
         if "return_value" in data and name in self.ticks and data["return_value"] == "0":
+            return _to_debug(record)
+        if "return_value" in data and name in ROUTINE:
             return _to_debug(record)
         task_id = data.get("id")
         failed = data.get("description") in _FAILURES and isinstance(task_id, str)

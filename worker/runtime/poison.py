@@ -9,12 +9,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
 
 import redis
-from billiard.einfo import ExceptionWithTraceback  # type: ignore[attr-defined]
-from billiard.exceptions import TimeLimitExceeded, WorkerLostError
-from celery.worker.request import Request
 
 from worker.config import Settings, get_settings
 from worker.errors import PermanentError
@@ -59,7 +55,7 @@ class DeliveryCounter:
         Only runs that start are counted: a message handed back unstarted (held for its eta, or
         prefetched when its worker shut down) comes back marked redelivered but adds nothing.
         A first delivery costs no round trip; its death is counted by the main process
-        (`DatabaseRequest`). If Redis cannot be reached the message is let through (0).
+        (`worker.runtime.request`). If Redis cannot be reached the message is let through (0).
         """
         count = self._add(task_id, retries, 1)
         return 0 if count is None else max(0, count - 1)
@@ -109,27 +105,3 @@ def _client(url: str) -> redis.Redis:
 def delivery_counter() -> DeliveryCounter:
     """This process's counter, from the settings."""
     return DeliveryCounter.from_settings(get_settings())
-
-
-class DatabaseRequest(Request):
-    """Celery's request, in the worker's main process: counts first-delivery runs that died.
-
-    Set as `DatabaseTask.Request`. A redelivered run counts itself when it starts (in the child),
-    so only a message that was not redelivered is counted here.
-    """
-
-    def on_failure(
-        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
-    ) -> Any:
-        error = exc_info.exception
-        error = error.exc if isinstance(error, ExceptionWithTraceback) else error
-        lost = isinstance(error, WorkerLostError | TimeLimitExceeded) or (
-            isinstance(error, SystemExit | KeyboardInterrupt)
-            and not (
-                getattr(self, "_already_cancelled", False)
-                or getattr(self, "_already_revoked", False)
-            )
-        )
-        if lost and self.id and not (self.delivery_info or {}).get("redelivered"):
-            delivery_counter().record_lost_run(self.id, self.request_dict.get("retries") or 0)
-        return super().on_failure(exc_info, send_failed_event, return_ok)

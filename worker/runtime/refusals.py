@@ -17,7 +17,7 @@ from redis import Redis
 
 from worker.config import Settings
 from worker.contracts import RECORD_REFUSAL
-from worker.runtime import envelope, quarantine
+from worker.runtime import envelope, instrumentation, quarantine
 from worker.runtime.envelope import Refused
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class Refuser:
 
         Never raises: a message that cannot be kept anywhere is logged at ERROR with its digest.
         """
+        instrumentation.refused(refused.task_name)
         where = "quarantined"
         try:
             if refused.task_id is not None and refused.task_name != RECORD_REFUSAL:

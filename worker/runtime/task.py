@@ -1,8 +1,9 @@
 """Base class of every database task: one method that wires the runtime's concerns together.
 
 Arguments are checked against the task's contract (`worker.contracts`), the poison cap
-(`poison`), exactly-once effects (`exactly_once`), the retry policy (`retries`) and dead letters
-(`dead_letters`) each live in their own module.
+(`poison`), exactly-once effects (`exactly_once`), the retry policy (`retries`), dead letters
+(`dead_letters`) and the outcome reported to the main process (`outcome`) each live in their
+own module.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from worker.config import get_settings
 from worker.contracts import validate_arguments
-from worker.runtime import dead_letters, exactly_once
+from worker.runtime import dead_letters, exactly_once, instrumentation, outcome
 from worker.runtime.log_context import TaskRequest, correlation_of
-from worker.runtime.poison import DatabaseRequest, delivery_counter
+from worker.runtime.poison import delivery_counter
+from worker.runtime.request import DatabaseRequest
 from worker.runtime.retries import RetryPolicy, is_transient
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,34 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
     Request = "worker.runtime.task:WorkerRequest"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._reports_outcome():
+            return self._deliver(args, kwargs)
+        outcome.begin()
+        value = self._deliver(args, kwargs)
+        return outcome.reported(value, outcome.noted(), self.resultrepr_maxsize)
+
+    def _reports_outcome(self) -> bool:
+        """True in a worker's run whose return value goes nowhere but the main process's log
+        and metrics: there it carries the outcome (`worker.runtime.outcome`). A caller that
+        receives the value (eager mode, a direct call, a callback or a stored result) gets it
+        unchanged."""
+        request = self.request
+        return bool(
+            instrumentation.enabled()
+            and not request.is_eager
+            and not request.called_directly
+            and not request.callbacks
+            and not request.chain
+            and self._result_ignored(request)
+        )
+
+    def _result_ignored(self, request: Any) -> bool:
+        # As Celery decides (the message's ignore_result, else the task's): a stored result
+        # must stay the value the task returned.
+        explicit = vars(request).get("ignore_result")
+        return bool(self.ignore_result if explicit is None else explicit)
+
+    def _deliver(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         delivery = self.request.delivery_info
         task_id = self.request.id
         if task_id is None or not (delivery and delivery.get("redelivered")):
@@ -59,6 +89,7 @@ class DatabaseTask(Task):  # type: ignore[type-arg]
             poison = counter.poison(earlier)
             if poison is not None:
                 self.dead_letter(args, kwargs, poison, attempts=earlier)
+                outcome.note(outcome.Outcome.POISON)
                 return None
             if earlier:
                 log.warning(
