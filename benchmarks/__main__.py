@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.deactivation import bulk_deactivation
+from benchmarks.instrumentation import SCENARIO as INSTRUMENTATION
+from benchmarks.instrumentation import instrumentation_overhead
 from benchmarks.overhead import child_rss, task_drain
 from benchmarks.report import SCENARIOS, Row, chart, markdown_table, notes, text_table
 from benchmarks.stack import Bench, bench
@@ -113,6 +115,15 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
         if wanted("child RSS growth"):
             single = run.start_worker(drain_url, concurrency=1)
             attempt("child RSS growth", lambda: child_rss(single, drain_posts, sizes.rss_tasks))
+
+    if wanted(INSTRUMENTATION):
+        # A database of its own, for the reason the drain has one.
+        url = run.databases.migrated("instrumented")
+        posts = add_posts(url, sizes.posts)
+        attempt(
+            INSTRUMENTATION,
+            lambda: instrumentation_overhead(run, url, posts, sizes.drain, sizes.drain_pairs),
+        )
     return sorted(rows, key=lambda row: SCENARIOS.index(row.scenario))
 
 

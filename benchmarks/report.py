@@ -11,6 +11,7 @@ SCENARIOS = (
     "buffered views end to end",
     "buffered record_view call",
     "per-view task drain",
+    "metrics and JSON logs overhead",
     "bulk deactivation",
     "child RSS growth",
 )
