@@ -98,7 +98,7 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
             lambda: buffered_end_to_end(worker, views_url, posts, sizes.views, sizes.runs, chunk),
         )
         attempt("buffered record_view call", lambda: call_cost(worker, sizes.calls, sizes.runs))
-        worker.stack.shutdown()
+        worker.stack.stop()
 
     if wanted("per-view task drain", "child RSS growth"):
         # A database of its own: the views scenario leaves posts bloated by its million and a
@@ -111,7 +111,7 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
                 "per-view task drain",
                 lambda: task_drain(worker, drain_url, drain_posts, sizes.drain, sizes.drain_pairs),
             )
-            worker.stack.shutdown()
+            worker.stack.stop()
         if wanted("child RSS growth"):
             single = run.start_worker(drain_url, concurrency=1)
             attempt("child RSS growth", lambda: child_rss(single, drain_posts, sizes.rss_tasks))

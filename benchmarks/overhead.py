@@ -57,16 +57,13 @@ def task_drain(worker: BenchWorker, url: URL, posts: list[int], count: int, runs
     ours_rate, base_rate = count / median(ours), count / median(baseline)
     ratio = median(ratios)
     settings = get_settings()
-    return Row(
-        scenario="per-view task drain",
-        ours=number(ours_rate, "tasks/s"),
-        baseline=number(base_rate, "tasks/s"),
-        ratio=ratio,
+    return Row.of_rates(
+        "per-view task drain",
+        (ours_rate, base_rate),
+        "tasks/s",
+        ratio,
         target=">= 0.9x",
         passed=ratio >= 0.9,
-        ours_rate=ours_rate,
-        baseline_rate=base_rate,
-        rate_unit="tasks/s",
         note=(
             f"{count:,} queued tasks per run, the shipped worker settings (prefork, "
             f"{settings.pool_children} "

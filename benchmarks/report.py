@@ -33,6 +33,16 @@ class Row:
     rate_unit: str = ""
     note: str = ""
 
+    @classmethod
+    def of_rates(
+        cls, scenario: str, rates: tuple[float, float], unit: str, ratio: float, target: str,
+        passed: bool, note: str,
+    ) -> Row:  # fmt: skip
+        """A throughput row: ours and the baseline's rate, shown in `unit` and charted."""
+        ours, baseline = rates
+        shown = (number(ours, unit), number(baseline, unit))
+        return cls(scenario, *shown, ratio, target, passed, ours, baseline, unit, note)
+
     @property
     def ratio_text(self) -> str:
         return "-" if self.ratio is None else f"{self.ratio:.3g}x"

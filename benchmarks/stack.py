@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -22,10 +20,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from tests.livecelery import LiveStack, LiveWorker, wait_until
 from worker.config import get_settings
 from worker.contracts import PUBLISHED_AT_HEADER
 from worker.development.databases import create_database, drop_database, migrate
+from worker.development.live import LiveStack, LiveWorker, producer, stack_env, wait_until
 from worker.development.services import RedisServer
 
 NOOP_TASKS = "benchmarks.noop_tasks"
@@ -107,7 +105,7 @@ class BenchWorker:
 
     @property
     def node(self) -> str:
-        return f"{self.worker.name}@{socket.gethostname()}"
+        return self.worker.node
 
     def pause(self) -> None:
         """Stop consuming (running tasks finish), so a queue can be filled before a timing."""
@@ -192,33 +190,18 @@ class Bench:
 
     def start_worker(self, database_url: URL, concurrency: int | None, **env: str) -> BenchWorker:
         """A live worker; `concurrency=None` keeps the shipped default (WORKER_CONCURRENCY)."""
-        tag = uuid.uuid4().hex[:8]
-        stack_env = {
-            **os.environ,
-            "DATABASE_URL": database_url.render_as_string(hide_password=False),
-            "REDIS_URL": self.redis_url,
-            "TASK_QUEUE": f"bench-{tag}",
-            "APP_NAME": f"bench{tag}",
-            "EXTRA_TASK_MODULES": NOOP_TASKS,
-            **env,
-        }
-        stack = LiveStack(stack_env, self.tmp)
+        env = {"EXTRA_TASK_MODULES": NOOP_TASKS, **env}
+        stack = LiveStack(stack_env(database_url, self.redis_url, "bench", **env), self.tmp)
         worker = stack.start_worker(concurrency=concurrency)
-        producer = Celery("bench-producer", broker=self.redis_url, set_as_current=False)
-        producer.conf.update(
-            task_serializer="json", accept_content=["json"], task_default_queue=stack.queue
-        )
         client: redis.Redis[Any] = redis.Redis.from_url(self.redis_url)
-        bench_worker = BenchWorker(stack, worker, producer, client)
+        bench_worker = BenchWorker(stack, worker, producer(self.redis_url, stack.queue), client)
         self.workers.append(bench_worker)
         return bench_worker
 
     def close(self) -> None:
         for bench_worker in self.workers:
-            bench_worker.stack.shutdown()
+            bench_worker.stack.stop()  # and forget its queue, view buffer included
             bench_worker.producer.close()
-            keys = bench_worker.redis.keys("views:{" + bench_worker.queue + "}:*")
-            bench_worker.redis.delete(bench_worker.queue, *keys)
             bench_worker.redis.close()
         self.databases.drop_all()
 

@@ -17,8 +17,8 @@ from sqlalchemy.engine import URL
 
 from benchmarks.report import Row, median, number
 from benchmarks.stack import BenchWorker, engine
-from tests.livecelery import wait_until
 from worker.contracts import FLUSH_VIEW_COUNTS, RECORD_VIEW
+from worker.development.live import wait_until
 from worker.producer import viewbuffer
 
 RAW_UPDATE = (
@@ -137,16 +137,13 @@ def buffered_end_to_end(
     db.dispose()
     ours_rate, base_rate = views / median(ours), views / median(baseline)
     ratio = ours_rate / base_rate
-    return Row(
-        scenario="buffered views end to end",
-        ours=number(ours_rate, "views/s"),
-        baseline=number(base_rate, "views/s"),
-        ratio=ratio,
+    return Row.of_rates(
+        "buffered views end to end",
+        (ours_rate, base_rate),
+        "views/s",
+        ratio,
         target=">= 0.5x",
         passed=ratio >= 0.5,
-        ours_rate=ours_rate,
-        baseline_rate=base_rate,
-        rate_unit="views/s",
         note=(
             f"{views:,} views over {len(posts):,} posts in record_views calls of 1,000 views "
             f"from {PRODUCERS} processes, then one flush task; baseline: raw psycopg2 "

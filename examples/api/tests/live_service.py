@@ -1,71 +1,33 @@
-"""Process helpers for the end-to-end test: start, watch and stop uvicorn and a worker."""
+"""The example for real: uvicorn serving blog_api, and a prefork worker with embedded beat.
+
+Started with the worker package's live-worker helpers (`worker.development.live`).
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-from collections.abc import Callable
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine
+import httpx2
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
 
-import worker as worker_package
+from worker.development.live import (
+    LiveProcess,
+    LiveWorker,
+    forget_queue,
+    stack_env,
+    start_process,
+    start_worker,
+    wait_until,
+)
+from worker.development.services import free_port
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent
-PROJECT_ROOT = Path(worker_package.__file__).resolve().parent.parent
-
-
-def wait_until(
-    condition: Callable[[], object], timeout: float = 60.0, what: str = "condition"
-) -> None:
-    """Poll `condition` until it is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
-@dataclass
-class Process:
-    """A background process of the test, with its output in a log file."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown of the whole group
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-
-
-def start(name: str, command: list[str], env: dict[str, str], logs: Path) -> Process:
-    log_path = logs / f"{name}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,  # where `celery -A worker.app` finds celeryconfig
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Process(name, proc, log_path)
 
 
 @dataclass
@@ -74,5 +36,36 @@ class Service:
 
     url: str
     db: Engine
-    worker: Process
-    api: Process
+    worker: LiveWorker
+    api: LiveProcess
+
+
+@contextmanager
+def running_service(database_url: URL, redis_url: str, logs: Path) -> Iterator[Service]:
+    """uvicorn, and `celery worker -P prefork -c 2 --beat`, on this database and a new queue."""
+    env = stack_env(database_url, redis_url, prefix="e2e")
+    schedule = ["--beat", "-s", str(logs / "beat-schedule")]
+    worker = start_worker(env, logs, "e2e-worker", concurrency=2, extra_args=schedule, wait=False)
+    port = free_port()
+    uvicorn = ["uvicorn", "blog_api:app", "--app-dir", str(EXAMPLE_DIR), "--port", str(port)]
+    api = start_process("api", [sys.executable, "-m", *uvicorn, "--host", "127.0.0.1"], env, logs)
+    service = Service(
+        f"http://127.0.0.1:{port}", create_engine(database_url, poolclass=NullPool), worker, api
+    )
+    try:
+
+        def up() -> bool:
+            api.check_alive()
+            try:
+                answered = httpx2.get(f"{service.url}/openapi.json", timeout=2).status_code == 200
+            except httpx2.TransportError:
+                return False
+            return answered and worker.ready()
+
+        wait_until(up, 90, 0.1, "uvicorn and the worker to be ready")
+        yield service
+    finally:
+        api.stop()
+        worker.stop()
+        service.db.dispose()
+        forget_queue(redis_url, env["TASK_QUEUE"])

@@ -7,10 +7,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from live_service import Service, wait_until
+from live_service import Service
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from worker.development.live import wait_until
 from worker.models import OutboxMessage, Post, ProcessedTask, TaskFailure, User
 
 READS_PER_POST = 40
