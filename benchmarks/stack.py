@@ -109,18 +109,23 @@ class BenchWorker:
 
     def pause(self) -> None:
         """Stop consuming (running tasks finish), so a queue can be filled before a timing."""
-        replies = self.producer.control.cancel_consumer(
-            self.queue, destination=[self.node], reply=True, timeout=10
-        )
-        if not replies:
-            raise RuntimeError(f"worker {self.node} did not answer cancel_consumer")
+        self._steer(self.producer.control.cancel_consumer, consuming=False)
 
     def resume(self) -> None:
-        replies = self.producer.control.add_consumer(
-            self.queue, destination=[self.node], reply=True, timeout=10
-        )
-        if not replies:
-            raise RuntimeError(f"worker {self.node} did not answer add_consumer")
+        self._steer(self.producer.control.add_consumer, consuming=True)
+
+    def _steer(self, command: Callable[..., Any], consuming: bool) -> None:
+        # The worker answers a remote-control command before it runs it, and an add_consumer
+        # right behind a cancel can come to nothing: ask until its active queues show it.
+        def done() -> bool:
+            if not command(self.queue, destination=[self.node], reply=True, timeout=10):
+                raise RuntimeError(f"worker {self.node} did not answer {command.__name__}")
+            inspect = self.producer.control.inspect([self.node], timeout=10)
+            active = inspect.active_queues() or {}
+            return (self.queue in {q["name"] for q in active.get(self.node, [])}) == consuming
+
+        state = "consuming" if consuming else "paused"
+        wait_until(done, 60, 0.2, f"worker {self.node} {state} on {self.queue}")
 
     def drained(self) -> bool:
         """Nothing waiting and nothing delivered but unacknowledged (acks are late)."""
