@@ -1,13 +1,17 @@
-"""Shared test helpers; the database fixtures come from the project's own pytest plugin."""
+"""Fixtures shared by the whole suite; the database fixtures come from the `worker` pytest plugin.
+
+The folder says what a test needs: `unit/` nothing, `database/` PostgreSQL and/or Redis,
+`live/` a real `celery worker` (marker `integration`), `faults/` throwaway servers or processes
+it breaks (marker `faults`, run one at a time). The markers follow from the folder.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -19,14 +23,57 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from tests.livecelery import LiveStack
 from worker import db
-from worker.config import Settings, get_settings
+from worker.config import Settings, get_settings, mask_url
 from worker.development.databases import as_runtime_role
-from worker.development.services import mask_url
+from worker.development.live import LiveStack, forget_queue, stack_env
 from worker.models import Post, User
 
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"live": "integration", "faults": "faults"}
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
 _ids = itertools.count(1)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    serial = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+        if folder == "faults" and serial:
+            # With `-n N --dist loadgroup`, the fault tests run one after another on one xdist
+            # worker (their outages, kills and deadlines never overlap), beside the others.
+            item.add_marker(pytest.mark.xdist_group("faults"))
+
+
+def unavailable(message: str) -> NoReturn:
+    """A service or binary a test needs is missing: skip locally, fail when CI is set."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record this test's one line of figures for the end-of-session summary."""
+
+    def record(line: str) -> None:
+        request.node.user_properties.append(("figure", line))
+        print(line)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Read from the reports, so that figures of tests run by xdist workers reach this summary.
+    reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])]
+    lines = [value for r in reports for name, value in r.user_properties if name == "figure"]
+    if lines:
+        terminalreporter.section("figures")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
@@ -65,50 +112,15 @@ def make_post(db_session: Session, make_user: Callable[..., User]) -> Callable[.
     return make
 
 
-TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
-
-
-def redis_url_with_db(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{db}"))
-
-
-def live_env(database_url: URL, redis_url: str, **extra: str) -> dict[str, str]:
-    """Environment for a worker process: its own database, Redis, queue and app name."""
-    tag = uuid.uuid4().hex[:8]
-    _queues_of_this_test.add(f"test-{tag}")
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url.render_as_string(hide_password=False),
-        "REDIS_URL": redis_url,
-        "TASK_QUEUE": f"test-{tag}",
-        "APP_NAME": f"t{tag}",
-        **extra,
-    }
-
-
 # The queues the running test made on the test Redis database, whoever declared them.
 _queues_of_this_test: set[str] = set()
-_KOMBU_TABLES = ("_kombu.binding.", "_kombu.binding_permanent.")
-_KOMBU_SEP = "\x06\x16"
 
 
-def _forget_queues(client: redis.Redis, queues: set[str]) -> None:
-    """Delete the queues and their members of kombu's binding tables (each table a Redis set).
-
-    Only members naming these queues go, so a test running alongside on the same database keeps
-    its bindings; a table left empty is gone with its last member.
-    """
-    for key in client.scan_iter(match="_kombu.binding*", count=1000):
-        name = key.decode(errors="replace")
-        if not name.startswith(_KOMBU_TABLES):
-            continue
-        members = client.smembers(key)
-        ours = [m for m in members if m.decode(errors="replace").split(_KOMBU_SEP)[-1] in queues]
-        if ours:
-            client.srem(key, *ours)
-    for queue in queues:
-        client.delete(queue, *(f"{queue}{_KOMBU_SEP}{step}" for step in (3, 6, 9)))
+def live_env(database_url: URL | str, redis_url: str, **extra: str) -> dict[str, str]:
+    """`stack_env` of a test: its queue goes from the test Redis database when the test ends."""
+    env = stack_env(database_url, redis_url, **extra)
+    _queues_of_this_test.add(env["TASK_QUEUE"])
+    return env
 
 
 @pytest.fixture
@@ -118,16 +130,15 @@ def live_redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     Tests share it safely because each uses a queue of its own (see `live_env`); at the end
     the queues the test declared, and kombu's `_kombu.binding*` entries for them, are removed.
     """
-    url = redis_url_with_db(get_settings().redis_url.get_secret_value(), TEST_REDIS_DB)
+    url = urlunsplit(urlsplit(get_settings().redis_url.get_secret_value())._replace(path=""))
+    url = f"{url}/{TEST_REDIS_DB}"
     client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.ConnectionError as error:
+        unavailable(f"Redis is not reachable at {mask_url(url)}: {error}")
+    finally:
         client.close()
-        message = f"Redis is not reachable at {mask_url(url)}: {error}"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
     _queues_of_this_test.clear()
     declare = kombu_virtual.Channel.queue_bind
 
@@ -139,23 +150,23 @@ def live_redis_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         yield url
     finally:
-        _forget_queues(client, _queues_of_this_test)
+        for queue in _queues_of_this_test:
+            forget_queue(url, queue)
         _queues_of_this_test.clear()
-        client.close()
 
 
 @pytest.fixture
 def live_stack(committed_db_url: URL, live_redis_url: str, tmp_path: Path) -> Iterator[LiveStack]:
-    """Start real workers against a fresh database and a Redis database of the test's own.
+    """Real workers against a fresh database and a queue of the test's own.
 
     The workers log in as the runtime role (only the privileges the tasks need); `live_db`
-    and test setup use the owner.
+    and test setup use the owner. They are killed afterwards: the outcome has been checked.
     """
     stack = LiveStack(live_env(as_runtime_role(committed_db_url), live_redis_url), tmp_path)
     try:
         yield stack
     finally:
-        stack.shutdown()
+        stack.kill()
 
 
 @pytest.fixture

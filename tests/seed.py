@@ -1,42 +1,5 @@
-"""Given steps shared by the live, fault and reliability tests: rows inserted with plain SQL."""
+"""Moved: the Given and Then steps are `tests.steps`; this name stays for older tests."""
 
-from __future__ import annotations
+from tests.steps import add_posts, add_users, total_views
 
-from sqlalchemy import Engine, text
-
-
-def add_users(engine: Engine, count: int) -> list[int]:
-    """`count` new active users with unique emails; their ids."""
-    with engine.begin() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO users (email, name, password_hash) "
-                    "SELECT 'u-' || gen_random_uuid() || '@example.test', 'U' || g, 'x' "
-                    "FROM generate_series(1, :n) g RETURNING id"
-                ),
-                {"n": count},
-            ).scalars()
-        )
-
-
-def add_posts(engine: Engine, count: int) -> list[int]:
-    """`count` posts by one new author, with unique slugs; their ids."""
-    author = add_users(engine, 1)[0]
-    with engine.begin() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO posts (title, body, slug, author_id) "
-                    "SELECT 'P' || g, 'b', 'slug-' || gen_random_uuid(), :author "
-                    "FROM generate_series(1, :n) g RETURNING id"
-                ),
-                {"n": count, "author": author},
-            ).scalars()
-        )
-
-
-def total_views(engine: Engine) -> int:
-    """Views over all posts."""
-    with engine.connect() as connection:
-        return int(connection.scalar(text("SELECT coalesce(sum(view_count), 0) FROM posts")) or 0)
+__all__ = ["add_posts", "add_users", "total_views"]

@@ -1,12 +1,11 @@
-"""Fixtures of the fault suite: a throwaway PostgreSQL and Redis per test, and a figures summary."""
+"""Fixtures of the fault tests: a throwaway PostgreSQL and Redis per test, which it may break."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,42 +13,10 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import live_env
-from tests.livecelery import LiveStack
+from tests.conftest import unavailable
 from worker.development.databases import as_runtime_role, grant_runtime_role, migrate
+from worker.development.live import LiveStack, stack_env
 from worker.development.services import MissingBinary, PostgresServer, RedisServer
-
-FIGURES = pytest.StashKey[list[str]]()
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    # make test runs without -s: the figures are repeated here so a CI log and the closing note
-    # can quote them.
-    lines = config.stash.get(FIGURES, [])
-    if lines:
-        terminalreporter.section("fault suite figures")
-        for line in sorted(lines):  # FAULT a, b, c...
-            terminalreporter.write_line(line)
-
-
-@pytest.fixture
-def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Record this test's one line of figures for the end-of-session summary."""
-    lines = request.config.stash.setdefault(FIGURES, [])
-
-    def record(line: str) -> None:
-        lines.append(line)
-        print(line)
-
-    return record
-
-
-def _missing(error: MissingBinary) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(str(error), pytrace=False)
-    pytest.skip(str(error))
 
 
 @pytest.fixture
@@ -64,7 +31,7 @@ def pg(tmp_path: Path) -> Iterator[PostgresServer]:
         server.start()
     except MissingBinary as error:
         shutil.rmtree(base, ignore_errors=True)
-        _missing(error)
+        unavailable(str(error))
     try:
         migrate(server.url)
         grant_runtime_role(make_url(server.url), make_url(server.url))
@@ -85,7 +52,7 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServ
     try:
         server.start()
     except MissingBinary as error:
-        _missing(error)
+        unavailable(str(error))
     try:
         yield server
     finally:
@@ -108,9 +75,8 @@ def stack(pg: PostgresServer, broker: RedisServer, tmp_path: Path) -> Iterator[L
 
     The workers log in as the runtime role, as in production; the test's own `db` is the owner.
     """
-    live = LiveStack(live_env(as_runtime_role(make_url(pg.url)), broker.url), tmp_path)
+    live = LiveStack(stack_env(as_runtime_role(make_url(pg.url)), broker.url), tmp_path)
     try:
         yield live
     finally:
-        for worker in live.workers:
-            worker.kill()  # the outcome is checked: no need to wait for a warm shutdown
+        live.kill()

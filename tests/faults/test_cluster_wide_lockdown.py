@@ -10,17 +10,14 @@ import os
 import subprocess
 import sys
 
-import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
-from tests.livecelery import ROOT
 from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role, create_database
+from worker.development.live import PROJECT_ROOT
 from worker.development.services import PostgresServer
-
-pytestmark = pytest.mark.faults
 
 
 def connect_error(url: URL, statement: str = "SELECT current_user") -> str | None:
@@ -51,7 +48,7 @@ def test_cluster_wide_option_closes_every_other_database_to_public(
     command = [sys.executable, "-m", "worker", "db", "create-runtime-role", TEST_RUNTIME_ROLE]
     done = subprocess.run(
         [*command, "--cluster-wide"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "TEMPORARY tables in: postgres, reporting\n" in done.stdout

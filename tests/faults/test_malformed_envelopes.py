@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
 
-import pytest
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from tests.envelopes import kombu_message, malformed_messages, raw
-from tests.faults.scenario import RECORD_VIEW, add_posts, processed, views_by_post
-from tests.livecelery import ROOT, LiveStack, LiveWorker, wait_until
+from tests.steps import RECORD_VIEW, add_posts, failures, processed, views_by_post
+from worker.development.live import PROJECT_ROOT, LiveStack, LiveWorker, wait_until
 from worker.development.services import RedisServer
 from worker.runtime import quarantine
-
-pytestmark = pytest.mark.faults
-
 
 # Published on the fanout channel Celery's remote control listens to (kombu: "/<db>.<exchange>").
 BROADCAST_JUNK = [
@@ -33,10 +28,10 @@ BROADCAST_JUNK = [
 
 
 def ping(stack: LiveStack, worker: LiveWorker) -> subprocess.CompletedProcess[str]:
-    node = f"{worker.name}@{socket.gethostname()}"  # named, so inspect returns on its reply
+    # Named, so inspect returns on its reply
     return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping", "-d", node],
-        cwd=ROOT,
+        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping", "-d", worker.node],
+        cwd=PROJECT_ROOT,
         env=stack.env,
         capture_output=True,
         text=True,
@@ -46,16 +41,14 @@ def ping(stack: LiveStack, worker: LiveWorker) -> subprocess.CompletedProcess[st
 
 
 def dead_letters(engine: Engine) -> dict[str, str]:
-    with engine.connect() as connection:
-        rows = connection.execute(text("SELECT task_id, error_class FROM task_failures")).all()
-    return {row.task_id: row.error_class for row in rows}
+    return {task_id: row["error_class"] for task_id, row in failures(engine).items()}
 
 
 def matches(expected: str, actual: str) -> bool:
     return actual.startswith(expected[:-1]) if expected.endswith("*") else actual == expected
 
 
-def test_malformed_envelopes_never_stop_the_worker_and_each_is_kept(
+def test_malformed_bytes_pushed_into_the_queue_never_stop_the_worker_and_each_is_kept(
     stack: LiveStack, broker: RedisServer, db: Engine, figure: Callable[[str], None]
 ) -> None:
     # Given a worker, and every kind of malformed message a raw producer can push
@@ -90,7 +83,7 @@ def test_malformed_envelopes_never_stop_the_worker_and_each_is_kept(
     # Then the main process never exited, every good message was applied exactly once ...
     letters = dead_letters(db)
     kept = quarantine.entries(client, stack.queue, limit=1000)
-    assert worker.proc.poll() is None, worker.log()
+    assert worker.running(), worker.log()
     assert "Unrecoverable error" not in worker.log()
     assert views_by_post(db) == {post: good}
     assert processed(db) == good
@@ -116,7 +109,7 @@ def test_malformed_envelopes_never_stop_the_worker_and_each_is_kept(
     for junk in BROADCAST_JUNK:
         client.publish("/0.celery.pidbox", junk)
     assert ping(stack, worker).returncode == 0
-    assert worker.proc.poll() is None
+    assert worker.running()
 
     # And a second worker started afterwards finds an empty queue, stays up and works
     assert worker.stop() == 0
@@ -125,7 +118,7 @@ def test_malformed_envelopes_never_stop_the_worker_and_each_is_kept(
     with stack.producer() as producer:
         stack.send(producer, RECORD_VIEW, post, task_id="after-restart")
     wait_until(lambda: views_by_post(db)[post] == stack_views + 1, 60, 0.2, "the next view")
-    assert second.proc.poll() is None
+    assert second.running()
     assert "refused message" not in second.log()
     client.close()
     figure(

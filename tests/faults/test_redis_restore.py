@@ -13,27 +13,24 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tasks.posts import flush_view_counts
+from tests.steps import use_view_buffer
 from worker.development.services import RedisServer
 from worker.models import Post, ProcessedTask
 from worker.producer import viewbuffer
-
-pytestmark = pytest.mark.faults
 
 
 @pytest.fixture
 def buffer(broker: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis[Any]]:
     """A client on the throwaway Redis, which the flush task uses too."""
     client: redis.Redis[Any] = redis.Redis.from_url(broker.url)
-    keys = viewbuffer.buffer_keys("restored")
-    monkeypatch.setattr(viewbuffer, "get_redis", lambda: client)
-    monkeypatch.setattr(viewbuffer, "buffer_keys", lambda queue=None: keys)
+    use_view_buffer(monkeypatch, client, "restored")
     try:
         yield client
     finally:
         client.close()
 
 
-def test_m_redis_restored_from_a_snapshot_counts_no_view_twice(
+def test_redis_restored_from_a_snapshot_older_than_a_flush_counts_no_view_twice(
     eager_tasks: Celery,
     db_session: Session,
     make_post: Callable[..., Post],

@@ -1,10 +1,10 @@
-"""Fault k: a canary password in both URLs never shows in logs, dead letters or inspect conf."""
+"""Fault k: a canary password on both servers never leaks, from the command that sets it to the
+worker's DEBUG log, `celery inspect conf` and the dead letters."""
 
 from __future__ import annotations
 
 import re
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,70 +16,76 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from tests.faults.scenario import RECORD_VIEW, add_posts, failures, processed
-from tests.livecelery import ROOT, LiveStack, wait_until
+from tests.steps import RECORD_VIEW, add_posts, failures, processed
 from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role
+from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
 from worker.development.services import PostgresServer, RedisServer
-
-pytestmark = pytest.mark.faults
 
 CANARY = f"canary-{secrets.token_hex(8)}"  # URL-safe, so it reads the same quoted or not
 
 
-def require_password(pg: PostgresServer, engine: Engine) -> None:
-    """Give the runtime role the canary password and make its TCP logins use scram-sha-256.
-
-    The owner (postgres) keeps trust, so the test's own checks need no password.
-    """
-    with engine.connect() as connection:
-        connection.execute(text(f"ALTER ROLE {TEST_RUNTIME_ROLE} PASSWORD '{CANARY}'"))
-        connection.commit()
+def require_passwords_except_the_owners(pg: PostgresServer, owner: Engine) -> None:
+    """TCP logins need scram-sha-256, except the owner's; every statement goes to the log."""
     hba = pg.data_dir / "pg_hba.conf"
-    lines = [
+    rules = [
         re.sub(r"trust\s*$", "scram-sha-256", line) if line.startswith("host") else line
         for line in hba.read_text().splitlines()
     ]
-    owner = "host all postgres 127.0.0.1/32 trust"  # first match wins: before the others
-    hba.write_text("\n".join([owner, *lines]) + "\n")
-    with engine.connect() as connection:
+    hba.write_text("host all postgres 127.0.0.1/32 trust\n" + "\n".join(rules) + "\n")
+    with owner.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("ALTER SYSTEM SET log_statement = 'all'"))
         connection.execute(text("SELECT pg_reload_conf()"))
 
 
-def refused_without_password(url: URL) -> bool:
+def logs_in(url: URL) -> bool:
     engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.connect():
-            return False
+        with engine.connect() as connection:
+            return bool(connection.scalar(text("SELECT current_user")) == url.username)
     except OperationalError:
-        return True
+        return False
     finally:
         engine.dispose()
 
 
+def run(env: dict[str, str], *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("broker", [CANARY], indirect=True, ids=["requirepass"])
-def test_k_canary_password_is_absent_from_logs_dead_letters_and_inspect_conf(
+def test_canary_password_of_both_servers_leaks_nowhere(
     stack: LiveStack,
     pg: PostgresServer,
     broker: RedisServer,
     db: Engine,
     figure: Callable[[str], None],
 ) -> None:
-    # Given PostgreSQL (for the worker's runtime role) and Redis that need the canary password
-    post = add_posts(db, 1)[0]
-    require_password(pg, db)
-    runtime_url = as_runtime_role(make_url(pg.url))
-    wait_until(lambda: refused_without_password(runtime_url), 30, 0.1, "password logins")
-    database_url = runtime_url.set(password=CANARY)
+    # Given PostgreSQL where every login but the owner's needs a password, logging every
+    # statement, and Redis whose password is the canary
+    (post,) = add_posts(db, 1)
+    require_passwords_except_the_owners(pg, db)
+    runtime = as_runtime_role(make_url(pg.url))
+    wait_until(lambda: not logs_in(runtime), 30, 0.1, "logins without a password refused")
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=broker.port).ping()
-    assert CANARY in broker.url
-    # and a worker with both passwords in its URLs, logging at DEBUG with SQL echo on
-    stack.env.update(
-        DATABASE_URL=database_url.render_as_string(hide_password=False), DB_ECHO_SQL="true"
-    )
-    worker = stack.start_worker(concurrency=1, extra_args=["-l", "DEBUG"])
 
-    # When it runs good tasks and failing ones (unknown post, bad arguments, oversized, unknown)
+    # When the owner gives the runtime role the canary password, read from the environment
+    owner_env = {**stack.env, "DATABASE_URL": pg.url, "RUNTIME_PASSWORD": CANARY}
+    command = ["worker", "db", "create-runtime-role", TEST_RUNTIME_ROLE]
+    created = run(owner_env, *command, "--password-env", "RUNTIME_PASSWORD")
+    assert created.returncode == 0, created.stderr
+    # Then the role logs in with that password only
+    assert logs_in(runtime.set(password=CANARY))
+    assert not logs_in(runtime.set(password="wrong"))
+
+    # When a worker with both passwords in its URLs, logging at DEBUG with SQL echo on, runs good
+    # tasks and failing ones (unknown post, bad arguments, oversized, unknown task)
+    with_password = runtime.set(password=CANARY).render_as_string(hide_password=False)
+    stack.env.update(DATABASE_URL=with_password, DB_ECHO_SQL="true")
+    worker = stack.start_worker(concurrency=1, extra_args=["-l", "DEBUG"])
     with stack.producer() as client:
         for i in range(5):
             stack.send(client, RECORD_VIEW, post, task_id=f"good-{i}")
@@ -87,34 +93,36 @@ def test_k_canary_password_is_absent_from_logs_dead_letters_and_inspect_conf(
         stack.send(client, RECORD_VIEW, "1; DROP TABLE posts", task_id="bad-args")
         client.send_task(RECORD_VIEW, [post], {"pad": "x" * 100_000}, task_id="oversized")
         client.send_task("tasks.nope", [post], task_id="unknown-task", queue=stack.queue)
-    wait_until(lambda: processed(db) == 5 and failures(db) == 4, 60, 0.1, "all tasks")
-    # and an operator asks the worker for its configuration
-    node = f"{worker.name}@{socket.gethostname()}"  # named, so inspect returns on its reply
-    inspect = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "conf", "-d", node],
-        cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    wait_until(lambda: processed(db) == 5 and len(failures(db)) == 4, 60, 0.1, "all tasks")
+    # and an operator asks the worker for its configuration (named: inspect returns on its reply)
+    inspect = run(stack.env, "celery", "-A", "worker.app", "inspect", "conf", "-d", worker.node)
     with db.connect() as connection:
         rows = connection.scalars(text("SELECT t::text FROM task_failures t")).all()
 
-    # Then the canary is in none of them (and the log really is DEBUG with SQL in it)
+    # Then the canary is in none of them: the server logged only a SCRAM verifier
+    server_log = pg.log_file.read_text(errors="replace")
     log_lines = worker.log().splitlines()
     inspect_out = inspect.stdout + inspect.stderr
     leaks = {
-        "log": sum(CANARY in line for line in log_lines),
+        "server log": server_log.count(CANARY),
+        "command output": (created.stdout + created.stderr).count(CANARY),
+        "worker log": sum(CANARY in line for line in log_lines),
         "task_failures": sum(CANARY in row for row in rows),
         "inspect conf": inspect_out.count(CANARY),
     }
     figure(
-        f"FAULT k: canary found {leaks['log']}x in {len(log_lines)} worker log lines (DEBUG, "
-        f"SQL echo), {leaks['task_failures']}x in {len(rows)} task_failures rows, "
-        f"{leaks['inspect conf']}x in inspect conf ({len(inspect_out)} chars); "
-        "redis requirepass + scram login of the runtime role in use"
+        f"FAULT k: canary found {leaks['worker log']}x in {len(log_lines)} worker log lines "
+        f"(DEBUG, SQL echo), {leaks['task_failures']}x in {len(rows)} task_failures rows, "
+        f"{leaks['inspect conf']}x in inspect conf ({len(inspect_out)} chars), "
+        f"{leaks['server log']}x in the server's statement log; redis requirepass + scram login "
+        "of the runtime role in use"
     )
-    assert leaks == {"log": 0, "task_failures": 0, "inspect conf": 0}
+    assert leaks == dict.fromkeys(leaks, 0)
+    assert "ALTER ROLE" in server_log
+    assert "SCRAM-SHA-256$4096:" in server_log
     assert inspect.returncode == 0, inspect_out
     assert "broker_url" in inspect.stdout
-    assert f"{node}: OK" in inspect.stdout
+    assert f"{worker.node}: OK" in inspect.stdout
     assert any("DEBUG/" in line for line in log_lines)
     assert any("UPDATE posts" in line for line in log_lines)
     assert len(rows) == 4

@@ -3,46 +3,38 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
-import pytest
 from sqlalchemy import Engine
 
-from tests.faults.scenario import (
-    add_posts,
-    failures,
-    processed,
-    send_views,
-    total_views,
-    views_by_post,
-    wait_for_count,
-)
-from tests.livecelery import LiveStack
-
-pytestmark = pytest.mark.faults
+from tests.steps import add_posts, failures, processed, send_views, total_views, views_by_post
+from worker.development.live import LiveStack, wait_until
 
 VIEWS = 1000
 
 
-def test_f_sigterm_under_load_then_a_new_worker_loses_and_doubles_nothing(
-    stack: LiveStack, db: Engine, figure: Callable[[str], None]
+def test_sigterm_under_load_then_a_new_worker_loses_and_doubles_nothing(
+    live_stack: LiveStack, live_db: Engine, figure: Callable[[str], None]
 ) -> None:
     # Given a worker busy with 1,000 record_view messages
-    posts = add_posts(db, 10)
-    first = stack.start_worker(concurrency=2)
-    with stack.producer() as client:
-        send_views(stack, client, posts, VIEWS, "f")
-    wait_for_count(db, 300, timeout=120)
+    posts = add_posts(live_db, 10)
+    first = live_stack.start_worker(concurrency=2)
+    with live_stack.producer() as client:
+        send_views(live_stack, client, posts, VIEWS, "f")
+    wait_until(lambda: processed(live_db) >= 300, 120, 0.1, "300 views")
 
     # When it gets SIGTERM (warm shutdown: running tasks finish, prefetched ones go back)
     exit_code = first.stop(timeout=60)
-    by_first = processed(db)
+    by_first = processed(live_db)
     # and a new worker takes over the queue
-    stack.start_worker(concurrency=2)
-    took = wait_for_count(db, VIEWS, timeout=180)
+    started = time.monotonic()
+    live_stack.start_worker(concurrency=2)
+    wait_until(lambda: processed(live_db) == VIEWS, 180, 0.1, "every view")
+    took = time.monotonic() - started
 
     # Then every view is counted exactly once
-    views = total_views(db)
+    views = total_views(live_db)
     handed_back = re.findall(r"Restoring (\d+) unacknowledged message", first.log())
     restored = sum(map(int, handed_back))
     figure(
@@ -53,6 +45,5 @@ def test_f_sigterm_under_load_then_a_new_worker_loses_and_doubles_nothing(
     assert exit_code == 0
     assert by_first < VIEWS
     assert views == VIEWS
-    assert processed(db) == VIEWS
-    assert views_by_post(db) == dict.fromkeys(posts, VIEWS // 10)
-    assert failures(db) == 0
+    assert views_by_post(live_db) == dict.fromkeys(posts, VIEWS // 10)
+    assert failures(live_db) == {}

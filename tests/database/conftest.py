@@ -1,0 +1,42 @@
+"""Fixtures for the producer-side tests: a Redis queue of the test's own, a dead broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+
+from tests.database.producer import CANARY, Producer
+from worker.development import live
+from worker.development.services import free_port
+from worker.producer.client import TaskClient
+
+
+def celery_producer(broker_url: str, queue: str) -> Celery:
+    """An API service's producer app that fails at once when its broker is down."""
+    app = live.producer(broker_url, queue)
+    app.conf.broker_connection_retry_on_startup = False
+    return app
+
+
+@pytest.fixture
+def producer(live_redis_url: str) -> Iterator[Producer]:
+    """Publish for real to the test Redis database, on a queue no worker consumes."""
+    queue = f"api-test-{uuid.uuid4().hex[:10]}"
+    app = celery_producer(live_redis_url, queue)
+    try:
+        yield Producer(TaskClient(app), live_redis_url, queue)
+    finally:
+        app.close()
+
+
+@pytest.fixture
+def dead_broker_client() -> Iterator[TaskClient]:
+    """A client whose Redis is down: nothing listens on its port. Its URL carries a password."""
+    app = celery_producer(f"redis://:{CANARY}@127.0.0.1:{free_port()}/0", "unused")
+    try:
+        yield TaskClient(app)
+    finally:
+        app.close()
