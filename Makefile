@@ -53,7 +53,8 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: lint services
-	@$(WITH_SERVICES) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@# Three xdist workers: each line of fault tests runs serially on one, the rest beside them.
+	@$(WITH_SERVICES) $(BIN)/python -m pytest -n $(or $(PYTEST_JOBS),3) --dist loadgroup $(PYTEST_ARGS)
 	@# The example API's own suite, run from its folder the way an API team runs theirs.
 	@$(WITH_SERVICES) cd examples/api && ../../$(BIN)/python -m pytest $(EXAMPLE_PYTEST_ARGS)
 

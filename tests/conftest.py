@@ -31,6 +31,7 @@ from worker.models import Post, User
 
 TESTS = Path(__file__).resolve().parent
 FOLDER_MARKERS = {"live": "integration", "faults": "faults"}
+THROWAWAY_SERVERS = {"pg", "broker"}  # the fault fixtures (tests/faults/conftest.py)
 TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
 _ids = itertools.count(1)
 
@@ -43,9 +44,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
         if folder == "faults" and serial:
-            # With `-n N --dist loadgroup`, the fault tests run one after another on one xdist
-            # worker (their outages, kills and deadlines never overlap), beside the others.
-            item.add_marker(pytest.mark.xdist_group("faults"))
+            # With `-n N --dist loadgroup`, fault tests run one after another on one xdist worker
+            # beside the other tests: those on throwaway servers in one line, those that kill
+            # processes on the shared servers in another, so no two of a kind ever overlap.
+            servers = THROWAWAY_SERVERS & set(getattr(item, "fixturenames", ()))
+            item.add_marker(pytest.mark.xdist_group("faults-servers" if servers else "faults"))
 
 
 def unavailable(message: str) -> NoReturn:

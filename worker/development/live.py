@@ -27,6 +27,8 @@ import redis
 from celery import Celery
 from sqlalchemy.engine import URL
 
+from worker.development.processes import free_port
+
 # Where `celery -A worker.app` finds celeryconfig: the checkout, or site-packages when installed.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -161,6 +163,8 @@ def start_worker(
 ) -> LiveWorker:
     """A prefork worker consuming TASK_QUEUE of `env`; `concurrency=None` keeps the default."""
     name = name or f"w-{uuid.uuid4().hex[:6]}"
+    # Probes and /metrics of a port of its own: workers side by side on one host never clash.
+    env = {"WORKER_HTTP_PORT": str(free_port()), **env}
     command = [
         sys.executable, "-m", "celery", "-A", "worker.app", "worker",
         "-P", "prefork", *(["-c", str(concurrency)] if concurrency is not None else []),
