@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
-from tests.database.producer import add_post
 
+from tests.database.producer import add_post
 from worker.development.live import PROJECT_ROOT, LiveStack, stack_env, wait_until
 from worker.development.services import RedisServer
 from worker.models import OutboxMessage, Post, ProcessedTask, TaskFailure, User
