@@ -103,9 +103,11 @@ def test_queue_gauges_read_the_oldest_message_from_redis(live_stack: LiveStack) 
             samples = scrape(port)
             messages = value(samples, "worker_queue_messages", queue=live_stack.queue)
             age = value(samples, "worker_queue_oldest_age_seconds", queue=live_stack.queue)
-            return (messages, age) if messages == 3 else None
+            # The gauges are cached for a few seconds: a read made while the messages were
+            # being published may still be served, so wait for one that saw all three.
+            return (messages, age) if messages == 3 and age is not None and age >= 90 else None
 
-        _, age = wait_until(gauges, 30, 0.2, "three waiting messages in the gauges")
+        _, age = wait_until(gauges, 30, 0.2, "three waiting messages, the oldest 90 s old")
         assert age is not None
         assert 90 <= age < 120
 
