@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,13 +14,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings, get_settings
+from worker.per_process import PerProcess
 from worker.prepared import PREPARED_STATEMENTS_OPTION
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_engine: Engine | None = None
-_engine_pid: int | None = None
 # Set by the pytest plugin: sessions join this connection with savepoints instead of using the pool.
 _test_connection: Connection | None = None
 
@@ -71,41 +68,24 @@ def _ping_without_round_trip(dialect: Dialect) -> None:
     dialect.do_ping = do_ping  # type: ignore[method-assign]
 
 
+def _new_engine() -> Engine:
+    engine = build_engine(get_settings(), os.getpid())
+    log.debug("created database engine for pid %s", os.getpid())
+    return engine
+
+
+# Inherited by a forked child: dropped without closing the parent's sockets.
+_engine = PerProcess(_new_engine, abandon=lambda engine: engine.dispose(close=False))
+
+
 def get_engine() -> Engine:
     """This process's engine, created on first use and again in any forked child."""
-    global _engine, _engine_pid
-    pid = os.getpid()
-    if _engine is not None and _engine_pid == pid:
-        return _engine
-    with _lock:
-        if _engine is None or _engine_pid != pid:
-            if _engine is not None:
-                # Inherited from the parent: drop the pool without closing the parent's sockets.
-                _engine.dispose(close=False)
-            _engine = build_engine(get_settings(), pid)
-            _engine_pid = pid
-            log.debug("created database engine for pid %s", pid)
-        return _engine
+    return _engine.get()
 
 
 def dispose_engine() -> None:
     """Close this process's pooled connections (worker child shutdown, tests)."""
-    global _engine, _engine_pid
-    with _lock:
-        if _engine is not None and _engine_pid == os.getpid():
-            _engine.dispose()
-        _engine = None
-        _engine_pid = None
-
-
-def _forget_engine_in_child() -> None:
-    global _engine, _engine_pid, _lock
-    if _engine is not None:
-        _engine.dispose(close=False)
-    _engine, _engine_pid, _lock = None, None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_engine_in_child)
+    _engine.clear(lambda engine: engine.dispose())
 
 
 class _ProcessSessionmaker(sessionmaker[Session]):
@@ -158,12 +138,5 @@ def sessions_joined_to(connection: Connection) -> Iterator[None]:
 @contextmanager
 def engine_installed(engine: Engine) -> Iterator[None]:
     """Use `engine` as this process's engine for a while (the pytest plugin's test database)."""
-    global _engine, _engine_pid
-    with _lock:
-        previous = _engine, _engine_pid
-        _engine, _engine_pid = engine, os.getpid()
-    try:
+    with _engine.replaced(engine):
         yield
-    finally:
-        with _lock:
-            _engine, _engine_pid = previous

@@ -102,7 +102,7 @@ def test_importing_the_client_loads_no_task_module_and_no_engine(live_redis_url:
         "task_id = tasks.record_view(5)\n"
         "import worker.db\n"
         "loaded = sorted(m for m in sys.modules if m == 'tasks' or m.startswith('tasks.'))\n"
-        "print(json.dumps({'loaded': loaded, 'engine': worker.db._engine is not None,"
+        "print(json.dumps({'loaded': loaded, 'engine': worker.db._engine.current() is not None,"
         " 'task_id': task_id}))\n"
     )
     env = {**os.environ, "REDIS_URL": live_redis_url, "TASK_QUEUE": queue}

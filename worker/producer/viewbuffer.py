@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from redis.exceptions import NoScriptError
 
 from worker.config import get_settings
 from worker.contracts import BIGINT_MAX, InvalidTaskArguments, RowId
+from worker.per_process import PerProcess
 
 # posts.view_count is an INTEGER column: one call can never add more than it holds.
 VIEW_COUNT_MAX: Final = 2**31 - 1
@@ -84,9 +84,14 @@ return reply
 # than Redis spends joining the fields.
 _READ_BATCH = _Script("return table.concat(redis.call('HGETALL', KEYS[1]), ',')")
 
-_lock = threading.Lock()
-_client: Redis | None = None
-_client_pid: int | None = None
+
+def _new_client() -> Redis:
+    url = get_settings().redis_url.get_secret_value()
+    return Redis.from_url(url, health_check_interval=10)
+
+
+# A forked child leaves its parent's sockets alone and makes its own client on first use.
+_client = PerProcess(_new_client)
 
 
 @dataclass(frozen=True)
@@ -232,22 +237,4 @@ def pending_views(redis: Redis, keys: BufferKeys) -> int:
 
 def get_redis() -> Redis:
     """This process's Redis client for REDIS_URL, created on first use and again after fork."""
-    global _client, _client_pid
-    pid = os.getpid()
-    if _client is not None and _client_pid == pid:
-        return _client
-    with _lock:
-        if _client is None or _client_pid != pid:
-            url = get_settings().redis_url.get_secret_value()
-            _client = Redis.from_url(url, health_check_interval=10)
-            _client_pid = pid
-        return _client
-
-
-def _forget_client_in_child() -> None:
-    global _client, _client_pid, _lock
-    # The parent's sockets stay the parent's: the child makes its own client on first use.
-    _client, _client_pid, _lock = None, None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_client_in_child)
+    return _client.get()
