@@ -18,14 +18,13 @@ import pytest
 import redis
 from kombu.transport import virtual as kombu_virtual
 from pydantic import SecretStr
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from worker import db
 from worker.config import Settings, get_settings, mask_url
-from worker.development.databases import as_runtime_role
+from worker.development.databases import as_runtime_role, disposing, unpooled
 from worker.development.live import LiveStack, forget_queue, stack_env
 from worker.models import Post, User
 
@@ -175,11 +174,8 @@ def live_stack(committed_db_url: URL, live_redis_url: str, tmp_path: Path) -> It
 @pytest.fixture
 def live_db(committed_db_url: URL) -> Iterator[Engine]:
     """An engine on the live test database, for Given steps and Then assertions."""
-    engine = create_engine(committed_db_url, poolclass=NullPool)
-    try:
+    with unpooled(committed_db_url) as engine:
         yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -190,7 +186,5 @@ def worker_engine(committed_db_url: URL) -> Iterator[Engine]:
         db_pool_size=1,
         db_max_overflow=0,
     )
-    engine = db.build_engine(settings, os.getpid())
-    with db.engine_installed(engine):
+    with disposing(db.build_engine(settings, os.getpid())) as engine, db.engine_installed(engine):
         yield engine
-    engine.dispose()

@@ -8,12 +8,16 @@ from collections.abc import Iterator
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import inspect
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
 from worker.config import get_settings
-from worker.development.databases import create_database, drop_database, migrations_dir
+from worker.development.databases import (
+    create_database,
+    drop_database,
+    migrations_dir,
+    unpooled,
+)
 from worker.models import Base
 
 
@@ -37,11 +41,8 @@ def alembic_config(url: URL) -> Config:
 
 
 def tables(url: URL) -> set[str]:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
+    with unpooled(url) as engine:
         return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def test_upgrade_check_and_downgrade_on_an_empty_database(empty_db: URL) -> None:

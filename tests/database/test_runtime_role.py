@@ -9,11 +9,10 @@ from datetime import timedelta
 import pytest
 from celery import Celery
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DataError, ProgrammingError
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from tests.steps import add_posts, failure, processed_ids, scalar, views
 from worker import db, ledger
@@ -25,7 +24,7 @@ from worker.contracts import (
     RECORD_REFUSAL,
     RECORD_VIEW,
 )
-from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role
+from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role, unpooled
 from worker.errors import NotFound
 from worker.operations import roles
 from worker.operations.cli import main
@@ -43,17 +42,14 @@ def runtime_engine(committed_db_url: URL, owner: Engine) -> Iterator[Engine]:
     with owner.begin() as connection:
         roles.grant_runtime_privileges(connection, TEST_RUNTIME_ROLE)
         roles.revoke_public_access(connection, committed_db_url.database)
-    engine = create_engine(as_runtime_role(committed_db_url), poolclass=NullPool)
-    with db.engine_installed(engine):
+    with unpooled(as_runtime_role(committed_db_url)) as engine, db.engine_installed(engine):
         yield engine
-    engine.dispose()
 
 
 @pytest.fixture
 def owner(committed_db_url: URL) -> Iterator[Engine]:
-    engine = create_engine(committed_db_url, poolclass=NullPool)
-    yield engine
-    engine.dispose()
+    with unpooled(committed_db_url) as engine:
+        yield engine
 
 
 def test_every_task_runs_as_the_runtime_role(

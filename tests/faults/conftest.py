@@ -9,12 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from tests.conftest import unavailable
-from worker.development.databases import as_runtime_role, grant_runtime_role, migrate
+from worker.development.databases import (
+    as_runtime_role,
+    grant_runtime_role,
+    migrate,
+    unpooled,
+)
 from worker.development.live import LiveStack, stack_env
 from worker.development.services import MissingBinary, PostgresServer, RedisServer
 
@@ -62,11 +66,8 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServ
 @pytest.fixture
 def db(pg: PostgresServer) -> Iterator[Engine]:
     """An engine on the throwaway cluster for Given steps and Then checks (no pool to go stale)."""
-    engine = create_engine(pg.url, poolclass=NullPool)
-    try:
+    with unpooled(pg.url) as engine:
         yield engine
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -10,26 +10,27 @@ import os
 import subprocess
 import sys
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.pool import NullPool
 
-from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role, create_database
+from worker.development.databases import (
+    TEST_RUNTIME_ROLE,
+    as_runtime_role,
+    create_database,
+    unpooled,
+)
 from worker.development.live import PROJECT_ROOT
 from worker.development.services import PostgresServer
 
 
 def connect_error(url: URL, statement: str = "SELECT current_user") -> str | None:
     """None if `url` logs in and runs `statement`, else the server's error message."""
-    engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as connection:
+        with unpooled(url) as engine, engine.connect() as connection:
             connection.execute(text(statement))
     except (OperationalError, ProgrammingError) as error:
         return str(error.orig)
-    finally:
-        engine.dispose()
     return None
 
 

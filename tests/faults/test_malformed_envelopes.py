@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import redis
@@ -11,7 +9,7 @@ from sqlalchemy import Engine
 
 from tests.envelopes import kombu_message, malformed_messages, raw
 from tests.steps import RECORD_VIEW, add_posts, failures, processed, views_by_post
-from worker.development.live import PROJECT_ROOT, LiveStack, LiveWorker, wait_until
+from worker.development.live import LiveStack, wait_until
 from worker.development.services import RedisServer
 from worker.runtime import quarantine
 
@@ -25,19 +23,6 @@ BROADCAST_JUNK = [
     b'{"body": "%%%", "properties": {"delivery_tag": "x", "body_encoding": "base64", '
     b'"delivery_info": {"exchange": "celery.pidbox", "routing_key": ""}}}',
 ]
-
-
-def ping(stack: LiveStack, worker: LiveWorker) -> subprocess.CompletedProcess[str]:
-    # Named, so inspect returns on its reply
-    return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping", "-d", worker.node],
-        cwd=PROJECT_ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def dead_letters(engine: Engine) -> dict[str, str]:
@@ -108,7 +93,7 @@ def test_malformed_bytes_pushed_into_the_queue_never_stop_the_worker_and_each_is
     # And garbage broadcast on the remote-control channel stops nothing: inspect still answers
     for junk in BROADCAST_JUNK:
         client.publish("/0.celery.pidbox", junk)
-    assert ping(stack, worker).returncode == 0
+    assert stack.inspect(worker, "ping").returncode == 0
     assert worker.running()
 
     # And a second worker started afterwards finds an empty queue, stays up and works

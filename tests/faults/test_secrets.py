@@ -1,8 +1,13 @@
 """Fault k: a canary password on both servers never leaks, from the command that sets it to the
-worker's DEBUG log, `celery inspect conf` and the dead letters."""
+worker's DEBUG log (text and JSON), `celery inspect conf` and the dead letters.
+
+The JSON lines add what the text lines leave out (a banner as one line, `extra` fields, the
+exception field, the task fields), so the canary test runs in that format too.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -11,13 +16,12 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from tests.steps import RECORD_VIEW, add_posts, failures, processed
-from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role
+from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role, unpooled
 from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
 from worker.development.services import PostgresServer, RedisServer
 
@@ -37,15 +41,26 @@ def require_passwords_except_the_owners(pg: PostgresServer, owner: Engine) -> No
         connection.execute(text("SELECT pg_reload_conf()"))
 
 
+def send_good_and_failing_tasks(stack: LiveStack, db: Engine, post: int, good: int) -> None:
+    """`good` views of `post`, and four tasks that fail for good (unknown post, bad arguments,
+    oversized, unknown task); returns once all are done."""
+    with stack.producer() as client:
+        for i in range(good):
+            stack.send(client, RECORD_VIEW, post, task_id=f"good-{i}")
+        stack.send(client, RECORD_VIEW, 999_999, task_id="missing-post")
+        stack.send(client, RECORD_VIEW, "1; DROP TABLE posts", task_id="bad-args")
+        client.send_task(RECORD_VIEW, [post], {"pad": "x" * 100_000}, task_id="oversized")
+        client.send_task("tasks.nope", [post], task_id="unknown-task", queue=stack.queue)
+    done = f"{good} views and 4 dead letters"
+    wait_until(lambda: processed(db) == good and len(failures(db)) == 4, 60, 0.1, done)
+
+
 def logs_in(url: URL) -> bool:
-    engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as connection:
+        with unpooled(url) as engine, engine.connect() as connection:
             return bool(connection.scalar(text("SELECT current_user")) == url.username)
     except OperationalError:
         return False
-    finally:
-        engine.dispose()
 
 
 def run(env: dict[str, str], *command: str) -> subprocess.CompletedProcess[str]:
@@ -86,16 +101,9 @@ def test_canary_password_of_both_servers_leaks_nowhere(
     with_password = runtime.set(password=CANARY).render_as_string(hide_password=False)
     stack.env.update(DATABASE_URL=with_password, DB_ECHO_SQL="true")
     worker = stack.start_worker(concurrency=1, extra_args=["-l", "DEBUG"])
-    with stack.producer() as client:
-        for i in range(5):
-            stack.send(client, RECORD_VIEW, post, task_id=f"good-{i}")
-        stack.send(client, RECORD_VIEW, 999_999, task_id="missing-post")
-        stack.send(client, RECORD_VIEW, "1; DROP TABLE posts", task_id="bad-args")
-        client.send_task(RECORD_VIEW, [post], {"pad": "x" * 100_000}, task_id="oversized")
-        client.send_task("tasks.nope", [post], task_id="unknown-task", queue=stack.queue)
-    wait_until(lambda: processed(db) == 5 and len(failures(db)) == 4, 60, 0.1, "all tasks")
-    # and an operator asks the worker for its configuration (named: inspect returns on its reply)
-    inspect = run(stack.env, "celery", "-A", "worker.app", "inspect", "conf", "-d", worker.node)
+    send_good_and_failing_tasks(stack, db, post, good=5)
+    # and an operator asks the worker for its configuration
+    inspect = stack.inspect(worker, "conf")
     with db.connect() as connection:
         rows = connection.scalars(text("SELECT t::text FROM task_failures t")).all()
 
@@ -126,3 +134,45 @@ def test_canary_password_of_both_servers_leaks_nowhere(
     assert any("DEBUG/" in line for line in log_lines)
     assert any("UPDATE posts" in line for line in log_lines)
     assert len(rows) == 4
+
+
+@pytest.mark.parametrize("broker", [CANARY], indirect=True, ids=["requirepass"])
+def test_json_logs_keep_the_canary_password_of_both_servers_out(
+    stack: LiveStack,
+    pg: PostgresServer,
+    broker: RedisServer,
+    db: Engine,
+    figure: Callable[[str], None],
+) -> None:
+    # Given PostgreSQL and Redis that both need the canary password
+    (post,) = add_posts(db, 1)
+    with db.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"ALTER ROLE {TEST_RUNTIME_ROLE} PASSWORD '{CANARY}'"))
+    require_passwords_except_the_owners(pg, db)
+    assert CANARY in broker.url
+    # and a worker with both passwords in its URLs, logging JSON at DEBUG with SQL echo on
+    runtime = as_runtime_role(make_url(pg.url)).set(password=CANARY)
+    stack.env.update(
+        DATABASE_URL=runtime.render_as_string(hide_password=False),
+        DB_ECHO_SQL="true",
+        LOG_FORMAT="json",
+    )
+    worker = stack.start_worker(concurrency=1, extra_args=["-l", "DEBUG"])
+
+    # When it runs good tasks and failing ones
+    send_good_and_failing_tasks(stack, db, post, good=3)
+    worker.stop()
+
+    # Then every line is JSON, at DEBUG with SQL in it, and the canary is in none of them
+    lines = [json.loads(line) for line in worker.log().splitlines()]
+    leaks = sum(CANARY in json.dumps(line) for line in lines)
+    figure(
+        f"FAULT k (json): canary found {leaks}x in {len(lines)} JSON worker log lines (DEBUG, "
+        "SQL echo); redis requirepass + scram login of the runtime role in use"
+    )
+    assert leaks == 0
+    assert any(line["level"] == "DEBUG" for line in lines)
+    assert any("UPDATE posts" in line["message"] for line in lines)
+    [banner] = [line for line in lines if " starting\n" in line["message"]]
+    assert ":**@" in banner["message"]  # the broker URL, its password masked
+    assert any(line.get("task_id") == "missing-post" for line in lines)

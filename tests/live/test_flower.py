@@ -4,7 +4,6 @@ WORKER_TASK_EVENTS turns on, and `celery inspect` reaches a live worker."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.steps import RECORD_VIEW, add_posts, add_users
-from worker.development.live import PROJECT_ROOT, LiveProcess, LiveStack, start_process, wait_until
+from worker.development.live import LiveProcess, LiveStack, start_process, wait_until
 from worker.development.services import free_port
 
 DEACTIVATE_USER = "tasks.users.deactivate_user"
@@ -102,15 +101,7 @@ def test_flower_reads_task_names_and_states_from_a_worker_with_task_events(
 def test_celery_inspect_ping_answers_from_a_live_worker(live_stack: LiveStack) -> None:
     worker = live_stack.start_worker(concurrency=1)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping", "-d", worker.node],
-        cwd=PROJECT_ROOT,
-        env=live_stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = live_stack.inspect(worker, "ping")
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{worker.node}: OK" in done.stdout

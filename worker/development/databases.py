@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
@@ -35,6 +35,20 @@ def migrate(url: URL | str, revision: str = "head") -> None:
     config.attributes["url"] = url
     config.attributes["configure_logger"] = False
     command.upgrade(config, revision)
+
+
+@contextmanager
+def disposing(engine: Engine) -> Iterator[Engine]:
+    """`engine`, its connections closed at the end of the block."""
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def unpooled(url: URL | str) -> AbstractContextManager[Engine]:
+    """An engine without a pool (nothing to go stale when a server restarts), disposed after."""
+    return disposing(create_engine(url, poolclass=NullPool))
 
 
 # Live workers in tests log in as this role (cluster-wide, so one name, created idempotently).

@@ -280,6 +280,16 @@ class LiveStack:
         """Publish task `name` by name with positional `args` on the stack's queue; its id."""
         return str(client.send_task(name, args=list(args), queue=self.queue, **options).id)
 
+    def inspect(self, worker: LiveWorker, command: str) -> subprocess.CompletedProcess[str]:
+        """`celery inspect <command>` of one worker, the way an operator runs it (named with -d,
+        so it returns on that worker's reply)."""
+        return subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", command,
+             "-d", worker.node],
+            cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+
     def stop(self, timeout: float = 30.0) -> None:
         """Warm shutdown of every worker, then forget the queue in Redis."""
         for worker in self.workers:
