@@ -4,11 +4,9 @@ carries the id of the request that caused it, and a dead letter keeps it."""
 from __future__ import annotations
 
 import base64
-import io
 import json
-import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,14 +25,18 @@ from worker import ledger
 from worker.client import TaskClient, correlation_id, current_correlation_id, tasks
 from worker.config import get_settings
 from worker.db import session_scope
-from worker.development.databases import create_database, drop_database, migrations_dir
+from worker.development.databases import (
+    create_database,
+    drop_database,
+    migrations_dir,
+    unpooled,
+)
 from worker.enqueue import after_commit
 from worker.errors import NotFound
 from worker.models import OutboxMessage, TaskFailure
 from worker.operations import relay
 from worker.operations.cli import main
 from worker.outbox import in_outbox
-from worker.runtime.json_logs import JsonLines
 
 
 def sent_headers(producer: Producer) -> dict[str, str | None]:
@@ -165,25 +167,8 @@ def test_failures_show_prints_the_correlation_id(db_session: Session) -> None:
     assert "correlation:  (none sent)" in unknown.output
 
 
-@pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
-    """What the JSON handler writes while the test runs, as a worker in LOG_FORMAT=json would."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonLines())
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
 def test_an_eager_task_logs_and_dead_letters_under_the_api_correlation_id(
-    eager_tasks: Celery, db_session: Session, json_lines: io.StringIO
+    eager_tasks: Celery, db_session: Session, json_logs: Callable[[], list[dict[str, Any]]]
 ) -> None:
     # When an API request with a correlation id runs a task inline that fails for good
     task_id = "eager-missing-post"
@@ -191,7 +176,7 @@ def test_an_eager_task_logs_and_dead_letters_under_the_api_correlation_id(
         tasks.record_view(999_999, task_id=task_id)
 
     # Then the task's lines and its dead letter carry the request's id
-    lines = [json.loads(text) for text in json_lines.getvalue().splitlines()]
+    lines = json_logs()
     about_it = [line for line in lines if line.get("task_id") == task_id]
     assert any("failed for good" in line["message"] for line in about_it)
     assert {line["correlation_id"] for line in about_it} == {"req-eager"}
@@ -221,13 +206,9 @@ def database_at_0003(db_template: tuple[URL, str]) -> Iterator[URL]:
 
 
 def _can_execute(url: URL, role: str, signature: str) -> Any:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            query = "SELECT has_function_privilege(:role, :signature, 'EXECUTE')"
-            return connection.scalar(text(query), {"role": role, "signature": signature})
-    finally:
-        engine.dispose()
+    with unpooled(url) as engine, engine.connect() as connection:
+        query = "SELECT has_function_privilege(:role, :signature, 'EXECUTE')"
+        return connection.scalar(text(query), {"role": role, "signature": signature})
 
 
 def test_migration_0004_lets_every_role_that_dead_lettered_keep_dead_lettering(

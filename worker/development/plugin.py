@@ -14,9 +14,12 @@ keeps it (`worker.development.task_modules`).
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
+import logging
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 from celery._state import get_current_app
@@ -30,6 +33,7 @@ from worker.config import get_settings
 from worker.development.databases import (
     create_database,
     database_copy,
+    disposing,
     drop_database,
     grant_runtime_role,
     migrate,
@@ -50,6 +54,7 @@ __all__ = [
     "db_url",
     "eager_tasks",
     "fake_redis",
+    "json_logs",
     "worker_committed_db_url",
     "worker_db_connection",
     "worker_db_engine",
@@ -58,6 +63,7 @@ __all__ = [
     "worker_db_url",
     "worker_eager_tasks",
     "worker_fake_redis",
+    "worker_json_logs",
 ]
 
 
@@ -104,9 +110,8 @@ def worker_committed_db_url(worker_db_template: tuple[URL, str]) -> Iterator[URL
 def worker_db_engine(worker_db_url: URL) -> Iterator[Engine]:
     """Engine of the throwaway database; code under test calling `get_engine()` gets it too."""
     engine = create_engine(worker_db_url, pool_size=2, max_overflow=5)
-    with db.engine_installed(engine):
+    with disposing(engine), db.engine_installed(engine):
         yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -183,52 +188,45 @@ def worker_fake_redis() -> Iterator[Any]:
         client.close()
 
 
-# The short names: aliases a suite may replace with fixtures of its own.
-
-
-@pytest.fixture(scope="session")
-def db_template(worker_db_template: tuple[URL, str]) -> tuple[URL, str]:
-    """Alias of `worker_db_template`."""
-    return worker_db_template
-
-
-@pytest.fixture(scope="session")
-def db_url(worker_db_url: URL) -> URL:
-    """Alias of `worker_db_url`."""
-    return worker_db_url
-
-
 @pytest.fixture
-def committed_db_url(worker_committed_db_url: URL) -> URL:
-    """Alias of `worker_committed_db_url`."""
-    return worker_committed_db_url
+def worker_json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The log lines written while the test runs, in the worker's LOG_FORMAT=json form, parsed:
+    call it for the lines so far (tasks run inline under `eager_tasks` log in this process)."""
+    from worker.runtime.json_logs import JsonLines
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
-@pytest.fixture(scope="session")
-def db_engine(worker_db_engine: Engine) -> Engine:
-    """Alias of `worker_db_engine`."""
-    return worker_db_engine
+# The short names: aliases a suite may replace with fixtures of its own. Each asks for its
+# `worker_` fixture by name, so a suite's override of that one is what the alias returns.
 
 
-@pytest.fixture
-def db_connection(worker_db_connection: Connection) -> Connection:
-    """Alias of `worker_db_connection`."""
-    return worker_db_connection
+def _alias(target: str, scope: Literal["session", "function"] = "function") -> Any:
+    @pytest.fixture(scope=scope, name=target.removeprefix("worker_"))
+    def alias(request: pytest.FixtureRequest) -> Any:
+        return request.getfixturevalue(target)
+
+    alias.__doc__ = f"Alias of `{target}`."
+    return alias
 
 
-@pytest.fixture
-def db_session(worker_db_session: Session) -> Session:
-    """Alias of `worker_db_session`."""
-    return worker_db_session
-
-
-@pytest.fixture
-def eager_tasks(worker_eager_tasks: Celery) -> Celery:
-    """Alias of `worker_eager_tasks`."""
-    return worker_eager_tasks
-
-
-@pytest.fixture
-def fake_redis(worker_fake_redis: Any) -> Any:
-    """Alias of `worker_fake_redis`."""
-    return worker_fake_redis
+db_template = _alias("worker_db_template", "session")
+db_url = _alias("worker_db_url", "session")
+committed_db_url = _alias("worker_committed_db_url")
+db_engine = _alias("worker_db_engine", "session")
+db_connection = _alias("worker_db_connection")
+db_session = _alias("worker_db_session")
+eager_tasks = _alias("worker_eager_tasks")
+fake_redis = _alias("worker_fake_redis")
+json_logs = _alias("worker_json_logs")

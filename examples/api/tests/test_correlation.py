@@ -3,12 +3,10 @@ JSON log lines and to the dead letter of a task that fails for good."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,6 @@ from worker.development.live import (
     wait_until,
 )
 from worker.development.services import free_port
-from worker.runtime.json_logs import JsonLines
 
 
 def created(response: httpx2.Response) -> dict[str, Any]:
@@ -51,25 +48,8 @@ def a_post(http: Any, slug: str) -> int:
     return int(post["id"])
 
 
-@pytest.fixture
-def json_lines() -> Iterator[io.StringIO]:
-    """What the JSON handler writes while the test runs (the task runs inline, in this process)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonLines())
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
 def test_correlation_the_request_id_is_sent_back_and_given_to_the_tasks_of_the_request(
-    client: TestClient, json_lines: io.StringIO
+    client: TestClient, json_logs: Callable[[], list[dict[str, Any]]]
 ) -> None:
     a_post(client, "read-me")
 
@@ -83,7 +63,7 @@ def test_correlation_the_request_id_is_sent_back_and_given_to_the_tasks_of_the_r
         "has spaces in it",
         missing.headers["X-Request-ID"],
     )
-    lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    lines = json_logs()
     views = [line for line in lines if line.get("task_name") == "tasks.posts.record_view"]
     assert [line["correlation_id"] for line in views if " succeeded in " in line["message"]] == [
         "req-in-process",
