@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.livecelery import LiveStack, wait_until
+from worker.development.live import LiveStack, wait_until
 from worker.development.processes import free_port, pid_alive, port_in_use, proc_stat
 
 pytestmark = pytest.mark.integration

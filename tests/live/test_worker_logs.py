@@ -9,9 +9,9 @@ import pytest
 import redis
 from sqlalchemy import Engine, text
 
-from tests.livecelery import LiveStack, LiveWorker, wait_until
-from tests.seed import add_posts, total_views
+from tests.steps import add_posts, total_views
 from worker.contracts import FLUSH_VIEW_COUNTS, OUTBOX_RELAY, RECORD_VIEW
+from worker.development.live import LiveStack, LiveWorker, wait_until
 from worker.producer import viewbuffer
 
 pytestmark = pytest.mark.integration
