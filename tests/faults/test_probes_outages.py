@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
 from tests.live.probe_tasks import seconds_until, status
 from worker.development.live import LiveStack
 from worker.development.services import PostgresServer, RedisServer, free_port
@@ -50,30 +52,28 @@ def through_outage(
     return line, livez
 
 
-def test_redis_killed_then_restarted(
-    stack: LiveStack, broker: RedisServer, figure: Callable[[str], None]
+@pytest.mark.parametrize(
+    ("server", "away", "what"),
+    [("broker", "kill", "redis killed"), ("pg", "stop", "postgres stopped")],
+    ids=["redis-killed", "postgres-stopped"],
+)
+def test_probes_through_an_outage(
+    stack: LiveStack,
+    server: str,
+    away: str,
+    what: str,
+    request: pytest.FixtureRequest,
+    figure: Callable[[str], None],
 ) -> None:
-    # Given a worker alive and ready
+    # Given a worker alive and ready, on throwaway servers
     port = probed_worker(stack)
+    outage: RedisServer | PostgresServer = request.getfixturevalue(server)
 
-    # When Redis is killed, then restarted
-    line, livez = through_outage(port, broker.kill, broker.start, "redis killed")
+    # When Redis is killed (or PostgreSQL stopped: fast shutdown cuts every connection), then
+    # started again
+    line, livez = through_outage(port, getattr(outage, away), outage.start, what)
 
     # Then /livez stayed 200 through the outage (the readiness bounds hold, or it raised)
     figure(line)
     assert set(livez) == {200}
     assert status(port, "/livez") == 200
-
-
-def test_postgres_stopped_then_started(
-    stack: LiveStack, pg: PostgresServer, figure: Callable[[str], None]
-) -> None:
-    # Given a worker alive and ready
-    port = probed_worker(stack)
-
-    # When PostgreSQL stops (fast shutdown: every connection is cut), then starts
-    line, livez = through_outage(port, pg.stop, pg.start, "postgres stopped")
-
-    # Then /livez stayed 200 through the outage (the readiness bounds hold, or it raised)
-    figure(line)
-    assert set(livez) == {200}

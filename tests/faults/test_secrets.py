@@ -26,6 +26,8 @@ from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
 from worker.development.services import PostgresServer, RedisServer
 
 CANARY = f"canary-{secrets.token_hex(8)}"  # URL-safe, so it reads the same quoted or not
+# Redis of every test here needs the canary password.
+pytestmark = pytest.mark.parametrize("broker", [CANARY], indirect=True, ids=["requirepass"])
 
 
 def require_passwords_except_the_owners(pg: PostgresServer, owner: Engine) -> None:
@@ -70,7 +72,6 @@ def run(env: dict[str, str], *command: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("broker", [CANARY], indirect=True, ids=["requirepass"])
 def test_canary_password_of_both_servers_leaks_nowhere(
     stack: LiveStack,
     pg: PostgresServer,
@@ -136,20 +137,15 @@ def test_canary_password_of_both_servers_leaks_nowhere(
     assert len(rows) == 4
 
 
-@pytest.mark.parametrize("broker", [CANARY], indirect=True, ids=["requirepass"])
 def test_json_logs_keep_the_canary_password_of_both_servers_out(
-    stack: LiveStack,
-    pg: PostgresServer,
-    broker: RedisServer,
-    db: Engine,
-    figure: Callable[[str], None],
+    stack: LiveStack, pg: PostgresServer, db: Engine, figure: Callable[[str], None]
 ) -> None:
     # Given PostgreSQL and Redis that both need the canary password
     (post,) = add_posts(db, 1)
     with db.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text(f"ALTER ROLE {TEST_RUNTIME_ROLE} PASSWORD '{CANARY}'"))
     require_passwords_except_the_owners(pg, db)
-    assert CANARY in broker.url
+    assert CANARY in stack.redis_url
     # and a worker with both passwords in its URLs, logging JSON at DEBUG with SQL echo on
     runtime = as_runtime_role(make_url(pg.url)).set(password=CANARY)
     stack.env.update(
