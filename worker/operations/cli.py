@@ -8,6 +8,7 @@ import os
 import click
 
 from worker.config import ConfigError, get_settings, mask_url
+from worker.operations.cli_params import Seconds
 from worker.operations.db_cli import db_group
 from worker.operations.failures_cli import failures_group
 from worker.operations.health_cli import health_command
@@ -54,7 +55,13 @@ def outbox() -> None:
 
 @outbox.command("relay")
 @click.option("--once/--loop", default=True, help="Relay what is pending and exit, or keep going.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between loop rounds.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=Seconds(0.01, 3600.0),
+    help="Seconds between loop rounds.",
+)
 @click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000))
 def outbox_relay(once: bool, interval: float, batch_size: int) -> None:
     """Publish pending outbox rows in order and mark them sent (safe to run several at once)."""

@@ -7,11 +7,12 @@ import http.client
 import click
 
 from worker.config import get_settings
+from worker.operations.cli_params import Seconds
 
 
 @click.command("health")
 @click.option("--ready", is_flag=True, help="Ask /readyz (ready for work) instead of /livez.")
-@click.option("--timeout", default=2.0, show_default=True, type=click.FloatRange(0.1, 60.0))
+@click.option("--timeout", default=2.0, show_default=True, type=Seconds(0.1, 60.0))
 def health_command(ready: bool, timeout: float) -> None:
     """Exit 0 when the worker on 127.0.0.1:WORKER_HTTP_PORT answers 200, else 1."""
     port = get_settings().worker_http_port
