@@ -134,9 +134,25 @@ class TaskFailure(Base):
     """Dead letters: every task that failed for good, with what it was called with."""
 
     __tablename__ = "task_failures"
+    # Newest first, alone or by task name or error class (the dashboard's lists, `failures`).
+    __table_args__ = (
+        Index("ix_task_failures_newest", text("last_failed_at DESC"), text("task_id")),
+        Index(
+            "ix_task_failures_task_name_newest",
+            "task_name",
+            text("last_failed_at DESC"),
+            text("task_id"),
+        ),
+        Index(
+            "ix_task_failures_error_class_newest",
+            "error_class",
+            text("last_failed_at DESC"),
+            text("task_id"),
+        ),
+    )
 
     task_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    task_name: Mapped[str] = mapped_column(String(200), index=True)
+    task_name: Mapped[str] = mapped_column(String(200))
     args: Mapped[Any] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     kwargs: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     error_class: Mapped[str] = mapped_column(String(200))

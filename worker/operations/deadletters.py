@@ -11,7 +11,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from worker import ledger
@@ -24,19 +24,47 @@ Publisher = Callable[[str, list[Any], dict[str, Any], str], None]
 _REQUEUE_NAMESPACE = uuid.UUID("6f0c2a51-4c3e-4c55-9a57-3bd9e3f0d8a1")
 
 
-def list_failures(
-    session: Session, *, task_name: str | None = None, limit: int = 50
-) -> Sequence[TaskFailure]:
-    """The most recent dead letters first, optionally of one task name."""
-    query = select(TaskFailure).order_by(TaskFailure.last_failed_at.desc(), TaskFailure.task_id)
+def _matching(query: Select[Any], task_name: str | None, error_class: str | None) -> Select[Any]:
     if task_name is not None:
         query = query.where(TaskFailure.task_name == task_name)
-    return session.scalars(query.limit(limit)).all()
+    if error_class is not None:
+        query = query.where(TaskFailure.error_class == error_class)
+    return query
 
 
-def count_failures(session: Session) -> int:
-    """How many dead letters there are."""
-    return session.scalar(select(func.count()).select_from(TaskFailure)) or 0
+def list_failures(
+    session: Session,
+    *,
+    task_name: str | None = None,
+    error_class: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> Sequence[TaskFailure]:
+    """The most recent dead letters first, optionally of one task name and/or error class.
+
+    Each filter, or none, reads one index in this order (migration 0006).
+    """
+    query = select(TaskFailure).order_by(TaskFailure.last_failed_at.desc(), TaskFailure.task_id)
+    query = _matching(query, task_name, error_class)
+    return session.scalars(query.limit(limit).offset(offset)).all()
+
+
+def count_failures(
+    session: Session,
+    *,
+    task_name: str | None = None,
+    error_class: str | None = None,
+    cap: int | None = None,
+) -> int:
+    """How many dead letters there are (of that task name and/or error class).
+
+    With `cap`, counting stops there: the answer is at most `cap`, and `cap` means "that many
+    or more", so a page count costs the same at a million dead letters as at ten thousand.
+    """
+    matching = _matching(select(TaskFailure.task_id), task_name, error_class)
+    if cap is not None:
+        matching = matching.limit(cap)
+    return session.scalar(select(func.count()).select_from(matching.subquery())) or 0
 
 
 def get_failure(session: Session, task_id: str) -> TaskFailure | None:
@@ -162,12 +190,13 @@ def retry(session: Session, task_id: str, publish: Publisher) -> RetryOutcome:
     return RetryOutcome(task_id, Outcome.REQUEUED, new_task_id=new_id)
 
 
-def dead_letter_ids(session: Session, *, task_name: str | None = None) -> list[str]:
-    """Every dead letter's task id, oldest failure first, optionally of one task name."""
+def dead_letter_ids(
+    session: Session, *, task_name: str | None = None, error_class: str | None = None
+) -> list[str]:
+    """Every dead letter's task id, oldest failure first, optionally of one task name and/or
+    error class."""
     query = select(TaskFailure.task_id).order_by(TaskFailure.last_failed_at, TaskFailure.task_id)
-    if task_name is not None:
-        query = query.where(TaskFailure.task_name == task_name)
-    return list(session.scalars(query))
+    return list(session.scalars(_matching(query, task_name, error_class)))
 
 
 def retry_each(
@@ -204,12 +233,22 @@ def summarize(outcomes: Sequence[RetryOutcome]) -> str:
 
 
 def purge(
-    session: Session, *, task_id: str | None = None, older_than: timedelta | None = None
+    session: Session,
+    *,
+    task_id: str | None = None,
+    older_than: timedelta | None = None,
+    task_name: str | None = None,
+    error_class: str | None = None,
 ) -> int:
-    """Delete one dead letter, those last failed before `older_than` ago, or (neither) all."""
+    """Delete one dead letter, those last failed before `older_than` ago, those of a task name
+    and/or error class, or (none of these) all."""
     statement = delete(TaskFailure)
     if task_id is not None:
         statement = statement.where(TaskFailure.task_id == task_id)
     if older_than is not None:
         statement = statement.where(TaskFailure.last_failed_at < func.now() - older_than)
+    if task_name is not None:
+        statement = statement.where(TaskFailure.task_name == task_name)
+    if error_class is not None:
+        statement = statement.where(TaskFailure.error_class == error_class)
     return int(getattr(session.execute(statement), "rowcount", 0) or 0)
