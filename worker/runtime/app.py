@@ -26,12 +26,13 @@ from celery.signals import (
     task_unknown,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
     worker_shutting_down,
 )
 
 from worker import db
 from worker.config import ConfigError, get_settings
-from worker.operations import budget, probes
+from worker.operations import budget, heartbeat, probes
 from worker.runtime import (
     dead_letters,
     instrumentation,
@@ -104,9 +105,17 @@ def _serve_probes(**_: Any) -> None:
     probes.serve(get_settings())
 
 
+@worker_ready.connect
+def _publish_heartbeat(sender: Any, **_: Any) -> None:
+    # Workers online, for the dashboard: this node, its queues and pool, every few seconds.
+    queues = [queue.name for queue in sender.task_consumer.queues]
+    heartbeat.start(get_settings(), sender.hostname, queues, sender.pool)
+
+
 @worker_shutting_down.connect
 def _not_ready_once_shutting_down(**_: Any) -> None:
     probes.shutting_down()
+    heartbeat.stop()
 
 
 @task_received.connect
