@@ -11,12 +11,13 @@ STAMP := $(VENV)/.installed
 # Load the URLs of the PostgreSQL and Redis in use (the configured ones, or project-local ones).
 WITH_SERVICES := set -a && . ./$(SERVICES_ENV) && set +a &&
 
-.PHONY: help install services migrate run worker beat test test-fast lint format bench bench-smoke stop-services clean example
+.PHONY: help install services migrate run worker beat test test-fast lint format bench bench-smoke stop-services clean example dashboard
 
 help:
 	@echo "make run    - install if needed, make sure PostgreSQL and Redis are up, migrate, start worker + beat"
 	@echo "make test   - lint, then the whole test suite (unit, eager, live worker, faults, API example)"
 	@echo "make lint   - ruff and mypy (strict on worker/ and tasks/)"
+	@echo "make dashboard - the operators' dashboard on http://127.0.0.1:9541 (DASHBOARD_ARGS=--read-only)"
 	@echo "make example - the example FastAPI service (examples/api) on :8000, with a worker + beat"
 	@echo "make bench  - benchmarks: prints a table, writes benchmarks/results/"
 	@echo "make stop-services - stop the project-local PostgreSQL/Redis that make started, if any"
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,api,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,api,bench,dashboard]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -66,6 +67,9 @@ bench: services
 
 bench-smoke: services
 	@$(WITH_SERVICES) $(BIN)/python -m benchmarks --smoke $(BENCH_ARGS)
+
+dashboard: migrate
+	@$(WITH_SERVICES) exec $(BIN)/python -m worker dashboard $(DASHBOARD_ARGS)
 
 example: migrate
 	@$(WITH_SERVICES) exec $(BIN)/python examples/api/run.py --port $(or $(EXAMPLE_PORT),8000) \

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     dormant_after_days: PositiveInt = 365
     view_flush_interval: Annotated[float, Field(gt=0)] = 2.0
     view_flush_chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    # `python -m worker dashboard`: HTTP basic auth when a password is set; any address other
+    # than loopback needs one.
+    dashboard_user: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^:]+$")] = (
+        "operator"
+    )
+    dashboard_password: SecretStr | None = None
     # Test and benchmark hook: more task modules for the worker to import (comma-separated).
     extra_task_modules: Annotated[tuple[ModuleName, ...], NoDecode] = ()
 

@@ -1,4 +1,5 @@
-"""`python -m worker`: operator commands (dead letters, the outbox relay, database roles)."""
+"""`python -m worker`: operator commands (dead letters, the outbox relay, database roles, the
+dashboard)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,59 @@ def outbox_prune(older_than_days: int) -> None:
     with session_scope() as session:
         removed = prune_sent(session, timedelta(days=older_than_days))
     click.echo(f"removed {removed} sent rows")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9541, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--read-only", is_flag=True, help="Show everything, hide and refuse every action.")
+def dashboard(host: str, port: int, read_only: bool) -> None:
+    """Serve the operators' dashboard: queues, workers, dead letters, the outbox, tasks.
+
+    Run it as the owner (the DATABASE_URL migrations use). Off 127.0.0.1 it needs
+    DASHBOARD_PASSWORD (HTTP basic auth as DASHBOARD_USER); every page has a JSON twin
+    under /api.
+    """
+    from worker.operations.dashboard.auth import bind_refusal
+
+    current = get_settings()
+    refusal = bind_refusal(host, current.dashboard_password is not None)
+    if refusal is not None:
+        click.echo(refusal, err=True)
+        raise SystemExit(2)
+    try:
+        import uvicorn
+
+        from worker.operations.dashboard.app import create_app
+    except ModuleNotFoundError as missing:
+        raise click.ClickException(
+            f"the dashboard needs {missing.name}: pip install -e '.[dashboard]'"
+        ) from None
+    _check_owner()
+    app = create_app(current, read_only=read_only)
+    click.echo(f"dashboard on http://{host}:{port}/ (JSON under /api){' read-only' * read_only}")
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+
+
+def _check_owner() -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from worker.db import session_scope
+
+    try:
+        with session_scope() as session:
+            allowed = session.scalar(
+                text("SELECT has_table_privilege('public.task_failures', 'SELECT, DELETE')")
+            )
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        raise click.ClickException(f"PostgreSQL did not answer: {reason}") from None
+    if not allowed:
+        raise click.ClickException(
+            "the dashboard reads and deletes dead letters: give it the owner's DATABASE_URL "
+            "(the one migrations use), not the runtime role's"
+        )
 
 
 main.add_command(failures_group)
