@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -112,22 +113,30 @@ def outbox(request: Request, session: Session, dashboard: Dashboard) -> dict[str
     return {"status": current.status, "oldest_pending": current.oldest}
 
 
+_RULES = {"minimum": "from {}", "maximum": "to {}", "maxLength": "at most {} characters"}
+
+
+def _argument(name: str, spec: dict[str, Any], required: bool) -> dict[str, Any]:
+    rules = [rule.format(spec[key]) for key, rule in _RULES.items() if key in spec]
+    if not required:
+        rules.append(f"default {json.dumps(spec['default'])}" if "default" in spec else "optional")
+    return {"name": name, "type": spec.get("type", "any"), "required": required, "rules": rules}
+
+
 @twin("/tasks", "/api/tasks", "tasks.html")
 def tasks(request: Request, session: Session, dashboard: Dashboard) -> dict[str, Any]:
     described = []
-    for name, contract in sorted(CONTRACTS.items()):
+    # The tasks API services send first, then the worker's own.
+    for name, contract in sorted(
+        CONTRACTS.items(), key=lambda item: (item[0] not in PUBLIC_TASKS, item[0])
+    ):
         schema = contract.model_json_schema()
-        fields = [
-            {
-                "name": field,
-                "type": spec.get("type", "any"),
-                "required": field in schema.get("required", []),
-                "default": spec.get("default"),
-                "bounds": {k: spec[k] for k in ("minimum", "maximum", "maxLength") if k in spec},
-            }
+        required = set(schema.get("required", []))
+        arguments = [
+            _argument(field, spec, field in required)
             for field, spec in schema.get("properties", {}).items()
         ]
-        described.append({"name": name, "public": name in PUBLIC_TASKS, "arguments": fields})
+        described.append({"name": name, "public": name in PUBLIC_TASKS, "arguments": arguments})
     return {"tasks": described, "queue": dashboard.settings.task_queue}
 
 
