@@ -86,12 +86,21 @@ def test_the_command_refuses_a_public_address_without_a_password(
     ]
 
 
+@pytest.mark.parametrize(
+    ("hidden", "package"),
+    [
+        (["uvicorn"], "uvicorn"),
+        (["jinja2"], "jinja2"),
+        (["python_multipart", "multipart"], "python-multipart"),
+    ],
+)
 def test_the_command_without_the_extra_says_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, hidden: list[str], package: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    for module in hidden:
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
 
     result = CliRunner().invoke(main, ["dashboard"])
 
     assert result.exit_code == 1
-    assert result.output == ("Error: the dashboard needs uvicorn: pip install -e '.[dashboard]'\n")
+    assert result.output == f"Error: the dashboard needs {package}: pip install -e '.[dashboard]'\n"

@@ -127,6 +127,7 @@ def dashboard(host: str, port: int, read_only: bool) -> None:
     DASHBOARD_PASSWORD (HTTP basic auth as DASHBOARD_USER); every page has a JSON twin
     under /api.
     """
+    from worker.operations.dashboard import missing_requirement
     from worker.operations.dashboard.auth import bind_refusal
 
     current = get_settings()
@@ -134,14 +135,13 @@ def dashboard(host: str, port: int, read_only: bool) -> None:
     if refusal is not None:
         click.echo(refusal, err=True)
         raise SystemExit(2)
-    try:
-        import uvicorn
+    missing = missing_requirement()
+    if missing is not None:
+        raise click.ClickException(f"the dashboard needs {missing}: pip install -e '.[dashboard]'")
+    import uvicorn
 
-        from worker.operations.dashboard.app import create_app
-    except ModuleNotFoundError as missing:
-        raise click.ClickException(
-            f"the dashboard needs {missing.name}: pip install -e '.[dashboard]'"
-        ) from None
+    from worker.operations.dashboard.app import create_app
+
     _check_owner()
     app = create_app(current, read_only=read_only)
     click.echo(f"dashboard on http://{host}:{port}/ (JSON under /api){' read-only' * read_only}")
