@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from worker.development.live import LiveStack, LiveWorker
 from worker.producer import viewbuffer
@@ -135,6 +137,15 @@ def worker_backends(engine: Engine, app_name: str, waiting_on_a_lock: bool = Fal
             {"prefix": f"{app_name}:%"},
         ).all()
     return {int(name.rsplit(":", 1)[1]) for name in names}
+
+
+@contextmanager
+def row_locked(engine: Engine, post: int) -> Iterator[Connection]:
+    """The post's row locked FOR UPDATE in a transaction of the test's own, until the block
+    ends (or the caller commits the yielded connection): tasks on that post wait."""
+    with engine.connect() as locker:
+        locker.execute(text("SELECT id FROM posts WHERE id = :id FOR UPDATE"), {"id": post})
+        yield locker
 
 
 def lock_waiters(engine: Engine, app_name: str) -> set[int]:

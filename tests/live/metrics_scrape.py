@@ -46,14 +46,17 @@ def outcomes(samples: Samples, task: str) -> dict[str, float]:
 
 
 def metrics_worker(
-    stack: LiveStack, concurrency: int = 2, extra_args: list[str] | None = None
+    stack: LiveStack,
+    concurrency: int = 2,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[LiveWorker, int]:
     """A worker serving /metrics on a free port, once its children are up."""
     port = free_port()
     worker = stack.start_worker(
         concurrency=concurrency,
         extra_args=extra_args or [],
-        env={"WORKER_HTTP_PORT": str(port)},
+        env={**(env or {}), "WORKER_HTTP_PORT": str(port)},
     )
     wait_until(lambda: value(scrape(port), "worker_children") == concurrency, 30, 0.1, "children")
     return worker, port

@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from celery import Celery
 from redis import Redis
 from sqlalchemy import Engine
 
 from tests.live.metrics_scrape import Samples, metrics_worker, outcomes, scrape, value
-from tests.steps import add_posts, total_views
+from tests.steps import add_posts, lock_waiters, row_locked, total_views
 from worker.contracts import PUBLISHED_AT_HEADER, RECORD_VIEW, SAMPLE_METRICS
-from worker.development.live import LiveStack, LiveWorker, wait_until
+from worker.development.live import LiveStack, wait_until
 from worker.producer import viewbuffer
 from worker.producer.client import TaskClient
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def paused(stack: LiveStack, client: Celery, worker: LiveWorker) -> Iterator[None]:
-    """The worker takes nothing from its queue inside the block."""
-    node = [worker.node]
-    assert client.control.cancel_consumer(stack.queue, destination=node, reply=True, timeout=10)
-    try:
-        yield
-    finally:
-        assert client.control.add_consumer(stack.queue, destination=node, reply=True, timeout=10)
 
 
 def test_each_run_is_counted_once_by_how_it_ended(live_stack: LiveStack, live_db: Engine) -> None:
@@ -82,32 +68,44 @@ def test_each_run_is_counted_once_by_how_it_ended(live_stack: LiveStack, live_db
     assert not {v for v in labels if v.startswith("tasks.nobody")}
 
 
-def test_queue_gauges_read_the_oldest_message_from_redis(live_stack: LiveStack) -> None:
-    # Given a worker that stopped taking messages from its queue
-    worker, port = metrics_worker(live_stack, concurrency=1)
-    with live_stack.producer() as client, paused(live_stack, client, worker):
+def test_queue_gauges_read_the_oldest_message_from_redis(
+    live_stack: LiveStack, live_db: Engine
+) -> None:
+    # Given a worker whose one child is busy with a task waiting on a row the test keeps
+    # locked, prefetching nothing more: it takes no message from the queue. (Cancelling its
+    # consumer instead races with a BRPOP already sent: kombu puts a message that BRPOP
+    # takes back at the head of the list, which can be in the middle once others follow.)
+    (post,) = add_posts(live_db, 1)
+    _, port = metrics_worker(live_stack, concurrency=1, env={"WORKER_PREFETCH_MULTIPLIER": "1"})
+    app_name = live_stack.env["APP_NAME"]
+    with live_stack.producer() as client, row_locked(live_db, post):
+        typed = TaskClient(client)
+        typed.record_view(post)
+        wait_until(lambda: lock_waiters(live_db, app_name), 60, 0.05, "the busy child")
+
         # When a message published 90 seconds ago waits with two fresh ones
         old = time.time() - 90
         client.send_task(
             RECORD_VIEW,
-            kwargs={"post_id": 1},
+            kwargs={"post_id": post},
             queue=live_stack.queue,
             headers={PUBLISHED_AT_HEADER: old},
         )
-        typed = TaskClient(client)
-        typed.record_view(1)
-        typed.record_view(1)
+        typed.record_view(post)
+        typed.record_view(post)
 
         # Then /metrics shows three messages, the oldest about 90 seconds old (cached: polled)
-        def gauges() -> tuple[float | None, float | None] | None:
+        def gauges() -> tuple[float | None, float | None]:
             samples = scrape(port)
             messages = value(samples, "worker_queue_messages", queue=live_stack.queue)
             age = value(samples, "worker_queue_oldest_age_seconds", queue=live_stack.queue)
-            # The gauges are cached for a few seconds: a read made while the messages were
-            # being published may still be served, so wait for one that saw all three.
-            return (messages, age) if messages == 3 and age is not None and age >= 90 else None
+            return messages, age
 
-        _, age = wait_until(gauges, 30, 0.2, "three waiting messages, the oldest 90 s old")
+        # The gauges are cached for a few seconds: a read made while the messages were being
+        # published may still be served, so wait for one that saw all three.
+        _, age = wait_until(
+            lambda: (read := gauges())[0] == 3 and read, 30, 0.2, "three waiting messages"
+        )
         assert age is not None
         assert 90 <= age < 120
 

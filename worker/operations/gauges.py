@@ -120,7 +120,9 @@ class NodeCollector(Collector):
                 for suffix in _PRIORITY_SUFFIXES:
                     pipe.llen(queue + suffix)
                     # kombu pushes new messages on the left and takes from the right; it puts
-                    # a rejected one back on the left: the oldest waits at one of the two ends.
+                    # a rejected one back on the left. Both ends are read: the next message
+                    # and the last one put back. A message put back while others were being
+                    # published sits between them, unseen until it reaches an end.
                     pipe.lindex(queue + suffix, -1)
                     pipe.lindex(queue + suffix, 0)
             if self.sample_queue is not None:
