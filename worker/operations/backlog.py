@@ -1,7 +1,7 @@
 """Backlog gauges sampled by a pool child and kept in Redis, for a main process without PostgreSQL.
 
-Beat sends `tasks.maintenance.sample_metrics` every SAMPLE_INTERVAL seconds. The child that runs
-it counts the dead letters and the pending outbox rows (one call of the SECURITY DEFINER
+Beat sends `tasks.maintenance.sample_metrics` every SAMPLE_METRICS_INTERVAL seconds. The child
+that runs it counts the dead letters and the pending outbox rows (one call of the SECURITY DEFINER
 function `sample_backlog()`, migration 0005) and the views buffered in Redis (summed by Redis
 itself), and stores them in one hash next to the queue. The main process reads that hash when
 scraped (`worker.operations.metrics`). The hash expires after a few intervals: with beat or
@@ -22,8 +22,7 @@ from sqlalchemy.orm import Session
 from worker.contracts import SAMPLE_METRICS_INTERVAL
 from worker.producer import viewbuffer
 
-SAMPLE_INTERVAL: Final = SAMPLE_METRICS_INTERVAL
-SAMPLE_TTL: Final = int(SAMPLE_INTERVAL * 4)
+SAMPLE_TTL: Final = int(SAMPLE_METRICS_INTERVAL * 4)
 
 _SAMPLE_BACKLOG = text(
     "SELECT dead_letters, outbox_pending, outbox_oldest_age_seconds FROM sample_backlog()"

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from worker.contracts import PUBLISHED_AT_HEADER
+from worker.contracts import PUBLISHED_AT_HEADER, SAMPLE_METRICS_INTERVAL
 from worker.operations import backlog
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def _backlog_gauges(sample: backlog.Backlog | None, now: float) -> Iterable[Metr
     if sample is None:
         return
     how = (
-        f" Sampled every {backlog.SAMPLE_INTERVAL:.0f} s by a pool child "
+        f" Sampled every {SAMPLE_METRICS_INTERVAL:.0f} s by a pool child "
         "(tasks.maintenance.sample_metrics)."
     )
     age = sample.age(now) if sample.outbox_pending else 0.0

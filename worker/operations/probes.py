@@ -195,14 +195,12 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-def serve(settings: Settings, metrics: MetricsSource | None = None) -> ThreadingHTTPServer | None:
+def serve(settings: Settings) -> ThreadingHTTPServer | None:
     """Start the probes' server and checks in this (the main) process; None when off or failed.
 
     A port in use (another worker on this host) logs one ERROR line; the worker runs on
     without probes.
     """
-    if metrics is not None:
-        set_metrics_source(metrics)
     host, port = settings.worker_http_host, settings.worker_http_port
     if port == 0:
         log.info("probes off (WORKER_HTTP_PORT=0)")

@@ -29,7 +29,6 @@ from worker.runtime import log_context
 from worker.runtime.envelope.identity import usable_id
 
 HANDLER_NAME: Final = "worker-json"
-ROLES: Final = ("main", "child", "beat")
 # Record attributes that are not fields: Celery's `data` (formatting arguments of its task
 # lines, task arguments included) is read for the task id and name only.
 _NOT_FIELDS: Final = frozenset({*RESERVED_ATTRS, "data", "taskName"})

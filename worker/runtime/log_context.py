@@ -43,12 +43,6 @@ def current() -> Mapping[str, object]:
     return _fields.get() or {}
 
 
-def current_correlation_id() -> str | None:
-    """The correlation id of the task bound here, if any."""
-    value = current().get("correlation_id")
-    return value if isinstance(value, str) else None
-
-
 @contextmanager
 def bound(fields: Mapping[str, object]) -> Iterator[None]:
     """Lines logged in the block carry `fields`, and only those, instead of what was bound."""

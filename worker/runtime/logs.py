@@ -62,9 +62,9 @@ class CeleryLines(logging.Filter):
 CELERY_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
 
 
-def install(dead_lettered: Callable[[str], bool], ticks: Collection[str] = TICKS) -> CeleryLines:
+def install(dead_lettered: Callable[[str], bool]) -> CeleryLines:
     """Attach the filter to the Celery loggers that write these lines (once per process)."""
-    line_filter = CeleryLines(ticks, dead_lettered)
+    line_filter = CeleryLines(TICKS, dead_lettered)
     for name in CELERY_LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, CeleryLines)]:

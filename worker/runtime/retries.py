@@ -39,21 +39,19 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def backoff_bounds(
-    retries: int, cap: float, base: float = BACKOFF_BASE_SECONDS
-) -> tuple[float, float]:
+def backoff_bounds(retries: int, cap: float) -> tuple[float, float]:
     """The range the delay before retry `retries + 1` is drawn from: [step / 2, step].
 
-    step = min(cap, base * 2**retries). Keeping half of each step (equal jitter) means the
-    default 5 retries span at least 31 s, so a database that is down for 10 s is outlasted.
+    step = min(cap, BACKOFF_BASE_SECONDS * 2**retries). Keeping half of each step (equal jitter)
+    means the default 5 retries span at least 31 s: a database that is down for 10 s is outlasted.
     """
-    step = min(cap, base * 2.0 ** min(retries, 64))
+    step = min(cap, BACKOFF_BASE_SECONDS * 2.0 ** min(retries, 64))
     return step / 2, step
 
 
-def backoff_seconds(retries: int, cap: float, base: float = BACKOFF_BASE_SECONDS) -> float:
+def backoff_seconds(retries: int, cap: float) -> float:
     """Exponential backoff with equal jitter: uniform within `backoff_bounds`."""
-    low, high = backoff_bounds(retries, cap, base)
+    low, high = backoff_bounds(retries, cap)
     return random.uniform(low, high)
 
 
