@@ -8,16 +8,15 @@ gives ordinary roles (`max_connections` less its reserved slots), or `DB_CONNECT
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from worker.config import Settings
+from worker.operations import fail_fast
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +120,7 @@ def connections_in_use(connection: Connection) -> int:
 def short_connection(settings: Settings) -> Iterator[Connection]:
     """One connection with short timeouts and no pool, closed on exit: for a process that
     must keep none (the worker's main process) or needs one only briefly (a command)."""
-    timeout = CHECK_TIMEOUT_SECONDS
-    engine = create_engine(
-        settings.sqlalchemy_url,
-        poolclass=NullPool,
-        connect_args={
-            "connect_timeout": timeout,
-            "application_name": f"{settings.app_name}:{os.getpid()}",
-            "options": f"-c statement_timeout={timeout * 1000}",
-        },
-    )
+    engine = fail_fast.postgres_engine(settings, timeout=CHECK_TIMEOUT_SECONDS)
     try:
         with engine.connect() as connection:
             yield connection

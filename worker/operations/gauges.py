@@ -20,17 +20,13 @@ import redis
 from celery.worker import state as celery_state
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from worker.contracts import PUBLISHED_AT_HEADER, SAMPLE_METRICS_INTERVAL
-from worker.operations import backlog
+from worker.operations import backlog, fail_fast
 
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS: Final = 5.0
-# A queue's Redis lists: kombu keeps priorities 3, 6 and 9 in lists of their own.
-_PRIORITY_SUFFIXES: Final = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 @dataclass
@@ -66,9 +62,7 @@ class NodeCollector(Collector):
         """Report these queues, this pool, and the backlog sampled for `sample_queue`."""
         self.queues, self.sample_queue, self.children = tuple(queues), sample_queue, children
         # Short timeouts and no retries: a scrape must not hang on a Redis that is away.
-        self.redis = redis.Redis.from_url(
-            redis_url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
-        )
+        self.redis = fail_fast.redis_client(redis_url)
         self._snapshot = None
 
     def describe(self) -> Iterable[Metric]:
@@ -117,14 +111,14 @@ class NodeCollector(Collector):
     def _read(self, client: redis.Redis, taken: float) -> Snapshot:
         with client.pipeline(transaction=False) as pipe:
             for queue in self.queues:
-                for suffix in _PRIORITY_SUFFIXES:
-                    pipe.llen(queue + suffix)
+                for key in fail_fast.queue_keys(queue):
+                    pipe.llen(key)
                     # kombu pushes new messages on the left and takes from the right; it puts
                     # a rejected one back on the left. Both ends are read: the next message
                     # and the last one put back. A message put back while others were being
                     # published sits between them, unseen until it reaches an end.
-                    pipe.lindex(queue + suffix, -1)
-                    pipe.lindex(queue + suffix, 0)
+                    pipe.lindex(key, -1)
+                    pipe.lindex(key, 0)
             if self.sample_queue is not None:
                 pipe.hgetall(backlog.sample_key(self.sample_queue))
             replies = pipe.execute()
@@ -133,7 +127,7 @@ class NodeCollector(Collector):
         at = 0
         for queue in self.queues:
             total, ages = 0, [0.0]
-            for _ in _PRIORITY_SUFFIXES:
+            for _ in fail_fast.PRIORITY_SUFFIXES:
                 length, ends = replies[at], replies[at + 1 : at + 3]
                 at += 3
                 total += int(length)

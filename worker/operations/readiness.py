@@ -8,25 +8,19 @@ The PostgreSQL check opens a connection of its own and closes it each time (Null
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
 
 from worker.config import Settings
+from worker.operations import fail_fast
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 5.0  # a check that has not answered for this long counts as failing
-# A queue's Redis lists: kombu keeps priorities 3, 6 and 9 in lists of their own.
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 @dataclass(frozen=True)
@@ -75,15 +69,10 @@ def redis_check(
     settings: Settings, queues: Callable[[], Iterable[str]], waiting: Callable[[int], None]
 ) -> Callable[[], None]:
     """PING Redis and report how many messages wait in `queues()`, in one round trip."""
-    client = redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        socket_connect_timeout=1,
-        socket_timeout=1,
-        retry=Retry(NoBackoff(), 0),  # redis-py's default retries would hide an outage for seconds
-    )
+    client = fail_fast.redis_client(settings.redis_url.get_secret_value())
 
     def check() -> None:
-        keys = [f"{queue}{suffix}" for queue in queues() for suffix in _PRIORITY_SUFFIXES]
+        keys = [key for queue in queues() for key in fail_fast.queue_keys(queue)]
         with client.pipeline(transaction=False) as pipe:
             pipe.ping()
             for key in keys:
@@ -96,15 +85,7 @@ def redis_check(
 
 def postgres_check(settings: Settings) -> Callable[[], None]:
     """`SELECT 1` on a connection opened for it and closed after, within about two seconds."""
-    engine = create_engine(
-        settings.sqlalchemy_url,
-        poolclass=NullPool,
-        connect_args={
-            "connect_timeout": 2,  # libpq's smallest
-            "application_name": f"{settings.app_name}-readyz:{os.getpid()}",
-            "options": "-c statement_timeout=2000",
-        },
-    )
+    engine = fail_fast.postgres_engine(settings, timeout=2, purpose="readyz")
 
     def check() -> None:
         with engine.connect() as connection:

@@ -6,7 +6,6 @@ Counts, per message in Redis, the runs that started and never ended (MAX_DELIVER
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -14,10 +13,9 @@ import redis
 
 from worker.config import Settings, get_settings
 from worker.errors import PermanentError
+from worker.per_process import PerProcess
 
 log = logging.getLogger(__name__)
-
-_clients: dict[tuple[int, str], redis.Redis] = {}
 
 
 class PoisonMessage(PermanentError):
@@ -37,6 +35,15 @@ class DeliveryCounter:
     queue: str
     limit: int
     ttl: int
+    # One client per process: a pool child never reuses its parent's sockets.
+    _redis: PerProcess[redis.Redis] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        url = self.redis_url
+        client = PerProcess(
+            lambda: redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        )
+        object.__setattr__(self, "_redis", client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryCounter:
@@ -80,7 +87,7 @@ class DeliveryCounter:
     def _add(self, task_id: str, retries: int, amount: int) -> int | None:
         key = delivery_key(self.queue, task_id, retries)
         try:
-            with _client(self.redis_url).pipeline(transaction=True) as pipe:
+            with self._redis.get().pipeline(transaction=True) as pipe:
                 pipe.incrby(key, amount)
                 pipe.expire(key, self.ttl)
                 count, _ = pipe.execute()
@@ -88,17 +95,6 @@ class DeliveryCounter:
             log.warning("could not count a delivery of %s: %s", task_id, type(error).__name__)
             return None
         return int(count)
-
-
-def _client(url: str) -> redis.Redis:
-    # One client per process: a pool child never reuses its parent's sockets.
-    key = (os.getpid(), url)
-    client = _clients.get(key)
-    if client is None:
-        _clients.clear()
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        _clients[key] = client
-    return client
 
 
 @cache
