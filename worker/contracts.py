@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 BIGINT_MAX: Final = 2**63 - 1
+# A task id is kept in processed_tasks.task_id and task_failures.task_id, both String(255).
+MAX_TASK_ID_LENGTH: Final = 255
+# Error text kept with a dead letter, an outbox row or a refusal is cut to this many characters.
+MAX_ERROR_LENGTH: Final = 2000
 
 RECORD_VIEW: Final = "tasks.posts.record_view"
 FLUSH_VIEW_COUNTS: Final = "tasks.posts.flush_view_counts"
@@ -22,6 +27,12 @@ SAMPLE_METRICS_INTERVAL: Final = 15.0  # seconds between two runs sent by beat
 # A message header: when the message was published, in epoch seconds. The typed client (and so
 # after_commit and the outbox relay) sets it; the worker measures the queue wait from it.
 PUBLISHED_AT_HEADER: Final = "published_at"
+
+
+def is_timestamp(value: object) -> TypeGuard[float]:
+    """A usable `published_at`: a finite number (JSON gives int or float; bool is no number)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
 
 # The tasks API services send, and so the only ones a dead letter may be requeued as. Every other
 # name is internal (beat's housekeeping, the outbox relay, refusals, the "views.batch" pseudo task)
@@ -61,7 +72,7 @@ class RecordRefusalArgs(TaskArgs):
     task_id: Annotated[str, Field(min_length=1, max_length=255)]
     task_name: Annotated[str, Field(min_length=1, max_length=200)]
     error_class: Annotated[str, Field(min_length=1, max_length=200)]
-    reason: Annotated[str, Field(max_length=2000)]
+    reason: Annotated[str, Field(max_length=MAX_ERROR_LENGTH)]
     # What the refused message was called with, where its body could be read: kept so that
     # `failures retry` can send it again.
     args: list[Any] = Field(default_factory=list)

@@ -12,9 +12,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from worker.contracts import MAX_ERROR_LENGTH
 from worker.models import ProcessedTask
-
-MAX_ERROR_MESSAGE = 2000
 
 
 def claim(session: Session, task_id: str, task_name: str) -> bool:
@@ -83,7 +82,7 @@ def record_failure(
     max(attempts + 1, `attempts`). Arguments that were not kept (None) are stored as a note,
     which `failures retry` refuses to send.
     """
-    message = str(error)[:MAX_ERROR_MESSAGE]
+    message = str(error)[:MAX_ERROR_LENGTH]
     cls = error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error")
     session.execute(
         _RECORD_FAILURE,

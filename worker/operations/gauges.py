@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 import redis
 from celery.worker import state as celery_state
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.contracts import PUBLISHED_AT_HEADER, SAMPLE_METRICS_INTERVAL
+from worker.contracts import PUBLISHED_AT_HEADER, SAMPLE_METRICS_INTERVAL, is_timestamp
 from worker.operations import backlog, fail_fast
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ class NodeCollector(Collector):
     def _age(self, raw: bytes, now: float, seen: dict[str, float]) -> float:
         headers = _headers(raw)
         published_at = headers.get(PUBLISHED_AT_HEADER)
-        if _is_time(published_at):
+        if is_timestamp(published_at):
             return max(0.0, now - float(published_at))
         # A raw producer's message: since this worker first saw it at an end, a lower bound.
         message_id = str(headers.get("id"))
@@ -155,10 +154,6 @@ def _headers(raw: bytes) -> dict[str, Any]:
     except (ValueError, AttributeError, RecursionError):
         return {}
     return headers if isinstance(headers, dict) else {}
-
-
-def _is_time(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _gauge(

@@ -17,6 +17,7 @@ from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker import ledger
+from worker.contracts import MAX_ERROR_LENGTH
 from worker.db import session_scope
 from worker.models import OutboxMessage
 from worker.producer.client import (
@@ -30,7 +31,6 @@ from worker.producer.outbox import InvalidOutboxRow
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_LENGTH: Final = 2000
 # The relay has its own loop: fail fast on a dead broker, but survive one stale connection.
 RELAY_RETRY_POLICY: Final[Mapping[str, float]] = {
     "max_retries": 2,

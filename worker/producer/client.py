@@ -19,6 +19,7 @@ from worker.config import get_settings
 from worker.contracts import (
     DEACTIVATE_DORMANT_USERS,
     DEACTIVATE_USER,
+    MAX_TASK_ID_LENGTH,
     PUBLISHED_AT_HEADER,
     RECORD_VIEW,
     InvalidTaskArguments,
@@ -30,7 +31,6 @@ from worker.producer.correlation import CORRELATION_HEADER, current_correlation_
 if TYPE_CHECKING:
     from celery import Celery
 
-MAX_TASK_ID_LENGTH: Final = 255  # processed_tasks.task_id is a String(255)
 _QUEUE_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"
 )

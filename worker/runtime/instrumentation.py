@@ -10,19 +10,18 @@ server would show them): nothing is counted and children report nothing.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache, wraps
 from time import time
-from typing import Any, TypeGuard
+from typing import Any
 
 from celery import Celery
 from celery.exceptions import Retry, Terminated
 from celery.signals import worker_ready
 
 from worker.config import get_settings
-from worker.contracts import PUBLISHED_AT_HEADER
+from worker.contracts import PUBLISHED_AT_HEADER, is_timestamp
 from worker.operations import metrics, probes
 from worker.runtime.outcome import Outcome, split
 
@@ -60,7 +59,7 @@ def started(request: Any) -> None:
     """A child took the run (`on_accepted`): how long its message waited since it was due."""
     headers = request.request_dict
     published_at = headers.get(PUBLISHED_AT_HEADER)
-    if not _is_time(published_at):
+    if not is_timestamp(published_at):
         return  # a producer that does not stamp its messages
     due = float(published_at)
     eta = headers.get("eta")
@@ -105,10 +104,6 @@ def counting_success(on_success: Callable[..., Any]) -> Callable[..., Any]:
 def _elapsed(request: Any) -> float | None:
     started_at = getattr(request, "time_start", None)
     return None if not started_at else max(0.0, time() - started_at)
-
-
-def _is_time(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _children(pool: Any) -> Callable[[], int | None]:

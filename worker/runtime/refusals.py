@@ -16,13 +16,12 @@ from typing import Any
 from redis import Redis
 
 from worker.config import Settings
-from worker.contracts import RECORD_REFUSAL
+from worker.contracts import MAX_ERROR_LENGTH, RECORD_REFUSAL
 from worker.runtime import envelope, instrumentation, quarantine
 from worker.runtime.envelope import Refused
 
 log = logging.getLogger(__name__)
 
-MAX_REASON_LENGTH = 2000
 
 # publish(kwargs, task_id): sends a record_refusal task to the worker's own queue, or raises.
 Publisher = Callable[[dict[str, Any], str], None]
@@ -106,7 +105,7 @@ class Refuser:
             "task_id": refused.task_id,
             "task_name": refused.task_name,
             "error_class": refused.error_class[:200],
-            "reason": reason[:MAX_REASON_LENGTH],
+            "reason": reason[:MAX_ERROR_LENGTH],
             **kept,
         }
         return kwargs, note

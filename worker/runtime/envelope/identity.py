@@ -7,7 +7,9 @@ import json
 import re
 from typing import Final
 
-MAX_ID_LENGTH: Final = 255  # processed_tasks.task_id and task_failures.task_id
+from worker.contracts import MAX_TASK_ID_LENGTH
+
+MAX_ID_LENGTH: Final = MAX_TASK_ID_LENGTH
 
 
 MAX_NAME_LENGTH: Final = 200  # task_failures.task_name
