@@ -20,10 +20,9 @@ from typing import Any, Final
 
 import redis
 from celery.worker import state as celery_state
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from worker.config import Settings
+from worker.operations.fail_fast import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +128,7 @@ def start(settings: Settings, node: str, queues: Sequence[str], pool: Any) -> He
     global _running
     if _running is not None and _running.is_alive():
         return _running  # the consumer is ready again after a reconnect: still beating
-    client = redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        socket_connect_timeout=1,
-        socket_timeout=1,
-        retry=Retry(NoBackoff(), 0),
-    )
+    client = redis_client(settings.redis_url.get_secret_value())
     started, pid = time.time(), os.getpid()
 
     def describe() -> Beat:

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from worker.config import Settings
 from worker.operations import backlog, gauges, heartbeat
+from worker.operations.fail_fast import redis_client
 
 # kombu's Redis transport keeps every delivered, unacknowledged message in this hash.
 UNACKED: Final = "unacked"
@@ -49,10 +48,7 @@ class Broker:
     def __init__(self, settings: Settings) -> None:
         self.queue = settings.task_queue
         self.url = settings.redis_url.get_secret_value()
-        # Short timeouts and no retries: a page must not hang on a Redis that is away.
-        self.client = redis.Redis.from_url(
-            self.url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
-        )
+        self.client = redis_client(self.url)  # a page must not hang on a Redis that is away
         self.collector = gauges.NodeCollector()
         self.watched: tuple[str, ...] = ()
 
