@@ -15,54 +15,21 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from celery import Celery
 from sqlalchemy.engine import URL
 
-from worker.development.processes import free_port
+# Tests, benchmarks and examples take wait_until and PROJECT_ROOT from here too.
+from worker.development.processes import PROJECT_ROOT, free_port, run_python, wait_until
 
-# Where `celery -A worker.app` finds celeryconfig: the checkout, or site-packages when installed.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 _SEP = "\x06\x16"  # between the fields of a kombu binding, and a queue and its priority
-
-
-def wait_until(
-    condition: Callable[[], T | None],
-    timeout: float = 30.0,
-    interval: float = 0.05,
-    what: str = "",
-    ignore: tuple[type[Exception], ...] = (),
-) -> T:
-    """Poll `condition` until it returns something truthy, and return that.
-
-    An exception of a type in `ignore` counts as "not yet" (a server in the middle of a restart).
-    After `timeout` seconds, fails with an AssertionError naming `what` and the last value seen.
-    """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = condition()
-        except ignore as error:
-            value, last = None, error
-        else:
-            if value:
-                return value
-            last = value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or condition} (last: {last!r})"
-            )
-        time.sleep(interval)
 
 
 @dataclass
@@ -283,12 +250,8 @@ class LiveStack:
     def inspect(self, worker: LiveWorker, command: str) -> subprocess.CompletedProcess[str]:
         """`celery inspect <command>` of one worker, the way an operator runs it (named with -d,
         so it returns on that worker's reply)."""
-        return subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", command,
-             "-d", worker.node],
-            cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=60,
-            check=False,
-        )  # fmt: skip
+        celery = ("-m", "celery", "-A", "worker.app")
+        return run_python(self.env, *celery, "inspect", command, "-d", worker.node, timeout=60)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Warm shutdown of every worker, then forget the queue in Redis."""

@@ -1,13 +1,81 @@
-"""Process and port helpers for the throwaway servers: pid files, /proc, free ports, polling."""
+"""Process and port helpers for servers, workers and tests: polling, commands, pid files, ports."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+# Where `celery -A worker.app` finds celeryconfig: the checkout, or site-packages when installed.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+class TimedOut(AssertionError):
+    """`wait_until` gave up: an assertion in a test, a ServerError to a server's caller."""
+
+
+def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "",
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """Poll `condition` until it returns something truthy, and return that.
+
+    An exception of a type in `ignore` counts as "not yet" (a server in the middle of a restart).
+    After `timeout` seconds, fails with TimedOut (an AssertionError) naming `what` and the last
+    value seen.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = condition()
+        except ignore as error:
+            value, last = None, error
+        else:
+            if value:
+                return value
+            last = value
+        if time.monotonic() > deadline:
+            raise TimedOut(
+                f"timed out after {timeout}s waiting for {what or condition} (last: {last!r})"
+            )
+        time.sleep(interval)
+
+
+def run_python(
+    env: Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python *args` (this interpreter) in the project root with `env`, output captured as text.
+
+    Never raises for the exit status: callers assert on it, showing stderr.
+    """
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_cli(
+    env: Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m worker *args`, the operators' command, as `run_python` runs it."""
+    return run_python(env, "-m", "worker", *args, timeout=timeout)
 
 
 def free_port() -> int:
@@ -61,13 +129,3 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return not is_zombie(pid)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shlex
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from worker.development.binaries import find_postgres_bindir, find_redis_server
 from worker.development.processes import (
+    TimedOut,
     free_port,
     is_zombie,
     log_tail,
@@ -32,7 +33,11 @@ class ServerError(RuntimeError):
 
 
 class LocalServer:
-    """What PostgresServer and RedisServer share: base_dir, port, restart, `with`."""
+    """What PostgresServer and RedisServer share: base_dir, port, restart, waiting, `with`."""
+
+    name = "server"
+    poll_every = 0.05  # seconds between two `answers`
+    log_file: Path
 
     def __init__(self, base_dir: Path, port: int | None) -> None:
         self.base_dir = Path(base_dir).absolute()
@@ -56,6 +61,27 @@ class LocalServer:
         self.stop()
         self.start()
 
+    def answers(self) -> bool:
+        """True once the server accepts clients."""
+        raise NotImplementedError
+
+    def exited(self) -> bool:
+        """True once waiting for the server to answer is pointless: it is gone."""
+        return not self.is_running()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Poll until the server `answers`; a ServerError with its log's tail if it exits first
+        or `timeout` seconds pass."""
+
+        def settled() -> str | None:
+            return "up" if self.answers() else "exited" if self.exited() else None
+
+        with contextlib.suppress(TimedOut):
+            if wait_until(settled, timeout, self.poll_every) == "up":
+                return
+        message = f"{self.name} is not answering on port {self.port}"
+        raise ServerError(f"{message}\n{log_tail(self.log_file)}")
+
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -68,6 +94,9 @@ class LocalServer:
 
 class PostgresServer(LocalServer):
     """A throwaway PostgreSQL cluster: data in `base_dir/data`, log in `base_dir/postgres.log`."""
+
+    name = "PostgreSQL"
+    poll_every = 0.1
 
     def __init__(
         self, base_dir: Path, port: int | None = None, *, max_connections: int = 200
@@ -165,25 +194,23 @@ class PostgresServer(LocalServer):
         procs = Path("/proc").glob("[0-9]*")  # Linux; elsewhere only the postmaster is awaited
         pids = [pid, *(int(p.name) for p in procs if proc_stat(p.name)[1:2] == [str(pid)])]
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not any(map(pid_alive, pids)), 15)
+        with contextlib.suppress(TimedOut):  # a start that follows says what still holds on
+            wait_until(lambda: not any(map(pid_alive, pids)), 15)
 
     def is_running(self) -> bool:
         pid = read_int(self.data_dir / "postmaster.pid")
         return pid is not None and pid_alive(pid)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll with pg_isready until the server accepts connections."""
+    def answers(self) -> bool:
+        """pg_isready: the server accepts connections."""
         flags = f"-q -h 127.0.0.1 -p {self.port} -U postgres -d postgres -t 1".split()
-        deadline = time.monotonic() + timeout
-        while self._run("pg_isready", *flags).returncode != 0:
-            if time.monotonic() > deadline or not self.is_running():
-                message = f"PostgreSQL is not accepting connections on port {self.port}"
-                raise ServerError(f"{message}\n{log_tail(self.log_file)}")
-            time.sleep(0.1)
+        return self._run("pg_isready", *flags).returncode == 0
 
 
 class RedisServer(LocalServer):
     """A throwaway redis-server: a child process we own, or a daemon (for the CLI)."""
+
+    name = "redis-server"
 
     def __init__(
         self,
@@ -240,7 +267,9 @@ class RedisServer(LocalServer):
         pid = self._proc.pid if self._proc is not None else read_int(self.pid_file)
         if pid is not None and self.is_running():
             os.kill(pid, sig)
-            if not wait_until(lambda: not self.is_running(), 10):
+            try:
+                wait_until(lambda: not self.is_running(), 10)
+            except TimedOut:
                 os.kill(pid, signal.SIGKILL)
         if self._proc is not None:
             self._proc.wait(10)
@@ -259,11 +288,10 @@ class RedisServer(LocalServer):
         pid = read_int(self.pid_file)
         return pid is not None and pid_alive(pid)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll with a raw-socket PING (after AUTH if there is a password)."""
-        deadline = time.monotonic() + timeout
-        while redis_ping_problem("127.0.0.1", self.port, None, self.password, 0.5) is not None:
-            if time.monotonic() > deadline or (self._proc and self._proc.poll() is not None):
-                message = f"redis-server is not answering PING on port {self.port}"
-                raise ServerError(f"{message}\n{log_tail(self.log_file)}")
-            time.sleep(0.05)
+    def answers(self) -> bool:
+        """A raw-socket PING (after AUTH if there is a password) is answered."""
+        return redis_ping_problem("127.0.0.1", self.port, None, self.password, 0.5) is None
+
+    def exited(self) -> bool:
+        # A daemon's pid file may not be written yet: only a child of ours is known to be gone.
+        return self._proc is not None and self._proc.poll() is not None
