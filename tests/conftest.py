@@ -11,7 +11,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -26,6 +26,7 @@ from worker import db
 from worker.config import Settings, get_settings, mask_url
 from worker.development.databases import as_runtime_role, disposing, unpooled
 from worker.development.live import LiveStack, forget_queue, stack_env
+from worker.development.plugin import unavailable
 from worker.models import Post, User
 
 TESTS = Path(__file__).resolve().parent
@@ -48,13 +49,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # processes on the shared servers in another, so no two of a kind ever overlap.
             servers = THROWAWAY_SERVERS & set(getattr(item, "fixturenames", ()))
             item.add_marker(pytest.mark.xdist_group("faults-servers" if servers else "faults"))
-
-
-def unavailable(message: str) -> NoReturn:
-    """A service or binary a test needs is missing: skip locally, fail when CI is set."""
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from tests.conftest import unavailable
 from worker.development.databases import (
     as_runtime_role,
     grant_runtime_role,
@@ -20,6 +19,7 @@ from worker.development.databases import (
     unpooled,
 )
 from worker.development.live import LiveStack, stack_env
+from worker.development.plugin import unavailable
 from worker.development.services import MissingBinary, PostgresServer, RedisServer
 
 

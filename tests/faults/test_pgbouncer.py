@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import unavailable
 from tests.steps import (
     add_posts,
     failures,
@@ -32,6 +31,7 @@ from tests.steps import (
 )
 from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role
 from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
+from worker.development.plugin import unavailable
 from worker.development.services import PostgresServer, free_port
 
 MAX_CONNECTIONS = 20

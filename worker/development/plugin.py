@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import pytest
 from celery._state import get_current_app
@@ -55,6 +55,7 @@ __all__ = [
     "eager_tasks",
     "fake_redis",
     "json_logs",
+    "unavailable",
     "worker_committed_db_url",
     "worker_db_connection",
     "worker_db_engine",
@@ -67,7 +68,8 @@ __all__ = [
 ]
 
 
-def _fail_or_skip(message: str) -> None:
+def unavailable(message: str) -> NoReturn:
+    """A service or binary a test needs is missing: skip locally, fail when CI is set."""
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -82,8 +84,7 @@ def worker_db_template() -> Iterator[tuple[URL, str]]:
         url = create_database(admin_url, name)
     except OperationalError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        _fail_or_skip(f"PostgreSQL is not reachable at {admin_url!r}: {reason}")
-        raise
+        unavailable(f"PostgreSQL is not reachable at {admin_url!r}: {reason}")
     try:
         migrate(url)
         grant_runtime_role(admin_url, url)
