@@ -57,6 +57,10 @@ def ask(port: int, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]
         connection.close()
 
 
+# What asking a probe raises while its server goes away: refused, reset, or cut mid-answer.
+GONE = (OSError, http.client.HTTPException)
+
+
 def status(port: int, path: str) -> int:
     return ask(port, path)[0]
 
@@ -65,5 +69,5 @@ def seconds_until(port: int, path: str, expected: int, timeout: float) -> float:
     """Poll `path` every 50 ms until it answers `expected`; the seconds it took."""
     started = time.monotonic()
     what = f"{path} to answer {expected}"
-    wait_until(lambda: status(port, path) == expected, timeout, 0.05, what, ignore=(OSError,))
+    wait_until(lambda: status(port, path) == expected, timeout, 0.05, what, ignore=GONE)
     return time.monotonic() - started

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.probe_tasks import BLOCK_MAIN_LOOP, PROBE_TASKS, SPIN, ask, seconds_until, status
+from tests.live.probe_tasks import (
+    BLOCK_MAIN_LOOP,
+    GONE,
+    PROBE_TASKS,
+    SPIN,
+    ask,
+    seconds_until,
+    status,
+)
 from worker.development.live import PROJECT_ROOT, LiveStack, LiveWorker, wait_until
 from worker.development.services import free_port
 
@@ -187,7 +195,7 @@ def test_readyz_turns_503_within_1s_of_sigterm_while_livez_stays_200_until_exit(
     while worker.running():
         try:
             livez.append(status(port, "/livez"))
-        except OSError:  # the process is exiting: its server is gone
+        except GONE:  # the process is exiting: its server is gone
             break
         time.sleep(0.1)
     exit_code = worker.proc.wait(30)
