@@ -1,6 +1,6 @@
 """An operator at the dashboard in a real browser: Debian's chromium, driven by Playwright,
 against `python -m worker dashboard` and a live worker. The routes one by one, without a
-browser: tests/database/test_dashboard_routes.py."""
+browser: tests/database/dashboard/."""
 
 from __future__ import annotations
 
