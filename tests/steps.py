@@ -148,6 +148,12 @@ def row_locked(engine: Engine, post: int) -> Iterator[Connection]:
         yield locker
 
 
+def owner_env(stack: LiveStack, owner: Engine) -> dict[str, str]:
+    """The stack's environment as the database owner of `owner`'s URL: for operators' commands
+    that read what the runtime role may not (the dead letters)."""
+    return {**stack.env, "DATABASE_URL": owner.url.render_as_string(hide_password=False)}
+
+
 def lock_waiters(engine: Engine, app_name: str) -> set[int]:
     """OS pids of worker processes whose database backend waits on a lock."""
     return worker_backends(engine, app_name, waiting_on_a_lock=True)

@@ -8,17 +8,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+from worker.development.live import PROJECT_ROOT
+
+README = PROJECT_ROOT / "README.md"
 
 
 def doc_pages() -> list[Path]:
     """Every page whose code blocks and links are checked."""
-    return [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+    return [
+        README,
+        *sorted((PROJECT_ROOT / "docs").glob("*.md")),
+        PROJECT_ROOT / "benchmarks" / "README.md",
+    ]
 
 
 def where(path: Path, line: int) -> str:
-    return f"{path.relative_to(ROOT)}:{line}"
+    return f"{path.relative_to(PROJECT_ROOT)}:{line}"
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 def commands(block: Block) -> list[Command]:
     """The commands of a `sh` or `console` block, split at `&&` and `;`."""
     found: list[Command] = []
-    cwd = ROOT
+    cwd = PROJECT_ROOT
     for line, text in _logical_lines(block):
         lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
         lexer.whitespace_split = True

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -18,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from tests.database.producer import Producer
 from worker.contracts import InvalidTaskArguments
-from worker.development.live import PROJECT_ROOT
 from worker.development.live import producer as celery_producer
+from worker.development.processes import run_python
 from worker.models import Post, ProcessedTask, User
 from worker.producer.client import TaskClient, tasks
 
@@ -108,15 +106,8 @@ def test_importing_the_client_loads_no_task_module_and_no_engine(live_redis_url:
     env = {**os.environ, "REDIS_URL": live_redis_url, "TASK_QUEUE": queue}
     app = celery_producer(live_redis_url, queue)
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+        done = run_python(env, "-c", script)
+        assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout.strip().splitlines()[-1])
         [message] = Producer(TaskClient(app), live_redis_url, queue).messages()
     finally:

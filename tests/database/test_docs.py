@@ -28,7 +28,6 @@ from sqlalchemy.engine import URL
 
 from tests.database.docs_blocks import (
     README,
-    ROOT,
     Block,
     Command,
     anchors,
@@ -41,6 +40,7 @@ from tests.database.docs_blocks import (
 )
 from worker.config import Settings, get_settings
 from worker.contracts import InvalidTaskArguments, validate_arguments
+from worker.development.live import PROJECT_ROOT
 from worker.runtime import envelope
 
 pytest_plugins = ["pytester"]
@@ -50,7 +50,7 @@ BLOCKS = [block for page in doc_pages() for block in blocks(page)]
 PYTHON_BLOCKS = [block for block in BLOCKS if block.lang == "python"]
 COMMANDS = [cmd for block in BLOCKS if block.lang in {"sh", "console"} for cmd in commands(block)]
 BIN = Path(sys.executable).parent
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
 # Variables a doc may set that are no setting: the suite's own, and CI's.
 OTHER_VARIABLES = {"TEST_REDIS_DB", "CI"}
 SETTING_VARIABLES = {name.upper() for name in Settings.model_fields}
@@ -100,7 +100,7 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
     assert set(doc_pages()) - {README} <= linked
 
 
-@pytest.mark.parametrize("page", doc_pages(), ids=lambda page: str(page.relative_to(ROOT)))
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda page: str(page.relative_to(PROJECT_ROOT)))
 def test_relative_links_resolve(page: Path) -> None:
     broken = []
     for line, target in links(page):
@@ -257,13 +257,13 @@ def _check_path(command: Command, path: str, made_by_make: bool = False) -> None
     target = command.cwd / path
     if made_by_make and not target.exists():
         # .local/services.env and the like: written by a Makefile target, so named there.
-        assert Path(path).name in (ROOT / "Makefile").read_text(), f"{command.id}: {path}"
+        assert Path(path).name in (PROJECT_ROOT / "Makefile").read_text(), f"{command.id}: {path}"
         return
     assert target.exists(), f"{command.id}: {path} does not exist"
 
 
 def _make_targets() -> set[str]:
-    makefile = (ROOT / "Makefile").read_text()
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
     return set(re.findall(r"^([A-Za-z0-9][\w.-]*)\s*:(?!=)", makefile, flags=re.MULTILINE))
 
 

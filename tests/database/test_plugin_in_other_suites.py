@@ -7,12 +7,13 @@ Each test writes a throwaway suite the way an API project lays one out and runs 
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 
 import pytest
 from celery import Celery
 from packaging.requirements import Requirement
 from sqlalchemy.orm import Session
+
+from worker.development.live import PROJECT_ROOT
 
 pytest_plugins = ["pytester"]
 
@@ -159,6 +160,6 @@ def test_fake_redis_without_fakeredis_names_the_extra_to_install(
 
 
 def test_testing_extra_brings_what_the_plugin_needs() -> None:
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    pyproject = PROJECT_ROOT / "pyproject.toml"
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
     assert {Requirement(line).name for line in extras["testing"]} >= {"pytest", "fakeredis"}

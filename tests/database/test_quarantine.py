@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from worker.development.live import PROJECT_ROOT
+from worker.development.processes import run_cli
 from worker.runtime import quarantine
 from worker.runtime.envelope import digest
 
@@ -44,16 +43,9 @@ def keep(client: redis.Redis, queue: str, raw: bytes, max_entries: int = 100) ->
     )
 
 
-def cli(live_redis_url: str, queue: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+def cli(live_redis_url: str, queue: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "REDIS_URL": live_redis_url, "TASK_QUEUE": queue}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "quarantine", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(env, "quarantine", *args, timeout=60)
 
 
 def test_a_full_quarantine_drops_its_oldest_entries_with_a_warning_each(
@@ -101,14 +93,14 @@ def test_operators_list_show_and_purge_with_the_cli(
 
     # Then each did what it says, and a digest that matches nothing is an error
     assert listed.returncode == 0, listed.stderr
-    lines = listed.stdout.decode().splitlines()
+    lines = listed.stdout.splitlines()
     assert [line.split()[0] for line in lines[:3]] == [digest(raw) for raw in reversed(raws)]
     assert lines[-1] == "3 of 3 quarantined messages shown"
     assert shown.returncode == 0
-    assert shown.stdout == raws[2]
-    assert purged.stdout.decode() == "purged 1 quarantined message\n"
+    assert shown.stdout.encode(errors="surrogateescape") == raws[2]
+    assert purged.stdout == "purged 1 quarantined message\n"
     assert after_one == 2
     assert missing.returncode == 1
-    assert b"no quarantined message with digest" in missing.stderr
-    assert everything.stdout.decode() == "purged 2 quarantined messages\n"
+    assert "no quarantined message with digest" in missing.stderr
+    assert everything.stdout == "purged 2 quarantined messages\n"
     assert quarantine.count(client, queue) == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from worker.development.live import PROJECT_ROOT
 
 # Run as a suite of its own, so its fixtures' teardown is over when we look.
 INNER_TEST = """

@@ -5,13 +5,13 @@ holding nothing in its main process, and `db budget` sizes a fleet against it.""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from tests.steps import worker_backends
-from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
+from worker.development.live import LiveStack, wait_until
+from worker.development.processes import run_cli
 
 SERVER = "max_connections 200 - superuser_reserved_connections 3"
 
@@ -61,15 +61,7 @@ def test_a_node_within_the_limit_logs_its_worst_case_and_its_main_process_holds_
 
 
 def budget(stack: LiveStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "db", "budget", *args],
-        cwd=PROJECT_ROOT,
-        env=stack.env,  # the runtime role, as workers log in
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(stack.env, "db", "budget", *args, timeout=60)  # as workers log in
 
 
 def test_budget_command_sizes_a_fleet_against_the_servers_limit(stack: LiveStack) -> None:

@@ -7,8 +7,6 @@ on PUBLIC, which on a shared server would lock other people's roles out of their
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL, make_url
@@ -20,7 +18,7 @@ from worker.development.databases import (
     create_database,
     unpooled,
 )
-from worker.development.live import PROJECT_ROOT
+from worker.development.processes import run_cli
 from worker.development.services import PostgresServer
 
 
@@ -46,11 +44,7 @@ def test_cluster_wide_option_closes_every_other_database_to_public(
 
     # When the owner runs create-runtime-role --cluster-wide against this cluster only
     env = {**os.environ, "DATABASE_URL": worker_db.render_as_string(hide_password=False)}
-    command = [sys.executable, "-m", "worker", "db", "create-runtime-role", TEST_RUNTIME_ROLE]
-    done = subprocess.run(
-        [*command, "--cluster-wide"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = run_cli(env, "db", "create-runtime-role", TEST_RUNTIME_ROLE, "--cluster-wide")
     assert done.returncode == 0, done.stderr
     assert "TEMPORARY tables in: postgres, reporting\n" in done.stdout
     assert "warning" not in done.stderr

@@ -7,8 +7,6 @@ shared test database restore other tests' unacknowledged messages.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -16,8 +14,9 @@ import redis
 from sqlalchemy import Engine, text
 
 from tests.envelopes import kombu_message, raw
-from tests.steps import add_posts, failure, views_by_post
-from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
+from tests.steps import add_posts, failure, owner_env, views_by_post
+from worker.development.live import LiveStack, wait_until
+from worker.development.processes import run_cli
 from worker.development.services import RedisServer
 from worker.runtime.poison import delivery_key
 
@@ -33,16 +32,7 @@ def push_with_eta(client: redis.Redis, queue: str, task_id: str, post: int, eta:
 
 def failures_retry(db: Engine, stack: LiveStack, task_id: str) -> str:
     """`python -m worker failures retry` in the worker's environment, as the owner."""
-    env = {**stack.env, "DATABASE_URL": db.url.render_as_string(hide_password=False)}
-    done = subprocess.run(
-        [sys.executable, "-m", "worker", "failures", "retry", task_id],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(owner_env(stack, db), "failures", "retry", task_id, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 

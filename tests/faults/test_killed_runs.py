@@ -24,9 +24,10 @@ from tests.steps import (
     views_by_post,
 )
 from worker.development.live import PROJECT_ROOT, wait_until
+from worker.development.processes import run_python
 from worker.producer import viewbuffer
 
-RUN = [sys.executable, "-m", "tests.faults.crashing_run"]
+RUN = ["-m", "tests.faults.crashing_run"]
 
 
 @pytest.fixture
@@ -38,7 +39,9 @@ def env(committed_db_url: URL, live_redis_url: str) -> dict[str, str]:
 def kill_at(what: str, step: str, env: dict[str, str], tmp_path: Path) -> None:
     """Start a run that parks at `step`, wait until it is there, and SIGKILL it."""
     marker = tmp_path / "parked"
-    run = subprocess.Popen([*RUN, what, step, str(marker)], cwd=PROJECT_ROOT, env=env)
+    run = subprocess.Popen(
+        [sys.executable, *RUN, what, step, str(marker)], cwd=PROJECT_ROOT, env=env
+    )
     try:
         wait_until(lambda: marker.exists() or run.poll() is not None, 60, what=step)
         assert run.poll() is None, f"the run exited with {run.returncode}"
@@ -48,10 +51,7 @@ def kill_at(what: str, step: str, env: dict[str, str], tmp_path: Path) -> None:
 
 
 def run_to_the_end(what: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*RUN, what, "none", "-"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+    done = run_python(env, *RUN, what, "none", "-")
     assert done.returncode == 0, done.stderr
     return done
 

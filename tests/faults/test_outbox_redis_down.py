@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select, update
@@ -11,22 +9,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from tests.database.producer import add_post
-from worker.development.live import PROJECT_ROOT, LiveStack, stack_env, wait_until
+from worker.development.live import LiveStack, stack_env, wait_until
+from worker.development.processes import run_cli
 from worker.development.services import RedisServer
 from worker.models import OutboxMessage, Post, ProcessedTask, TaskFailure, User
 from worker.producer.outbox import in_outbox
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_redis_down_when_the_api_commits_then_back_applies_the_outbox_tasks_once(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
@@ -22,7 +20,8 @@ from sqlalchemy.exc import OperationalError
 
 from tests.steps import RECORD_VIEW, add_posts, failures, processed
 from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role, unpooled
-from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
+from worker.development.live import LiveStack, wait_until
+from worker.development.processes import run_cli
 from worker.development.services import PostgresServer, RedisServer
 
 CANARY = f"canary-{secrets.token_hex(8)}"  # URL-safe, so it reads the same quoted or not
@@ -65,13 +64,6 @@ def logs_in(url: URL) -> bool:
         return False
 
 
-def run(env: dict[str, str], *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *command],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 def test_canary_password_of_both_servers_leaks_nowhere(
     stack: LiveStack,
     pg: PostgresServer,
@@ -90,8 +82,8 @@ def test_canary_password_of_both_servers_leaks_nowhere(
 
     # When the owner gives the runtime role the canary password, read from the environment
     owner_env = {**stack.env, "DATABASE_URL": pg.url, "RUNTIME_PASSWORD": CANARY}
-    command = ["worker", "db", "create-runtime-role", TEST_RUNTIME_ROLE]
-    created = run(owner_env, *command, "--password-env", "RUNTIME_PASSWORD")
+    command = ["db", "create-runtime-role", TEST_RUNTIME_ROLE]
+    created = run_cli(owner_env, *command, "--password-env", "RUNTIME_PASSWORD")
     assert created.returncode == 0, created.stderr
     # Then the role logs in with that password only
     assert logs_in(runtime.set(password=CANARY))

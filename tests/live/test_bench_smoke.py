@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 from benchmarks.report import SCENARIOS
-from worker.development.live import PROJECT_ROOT
+from worker.development.processes import run_python
 
 
 def test_smoke_bench_prints_and_saves_every_scenario(
     live_redis_url: str, db_template: object, tmp_path: Path
 ) -> None:
     # When the benchmark runs with tiny sizes (it starts its own workers and databases)
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    run = run_python(os.environ, "-m", "benchmarks", "--smoke", "--out", str(tmp_path), timeout=600)
 
     # Then it succeeds and the table has a row for each scenario, with no failed scenario
     assert run.returncode == 0, run.stdout + run.stderr

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.development.live import LiveStack, wait_until
+from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
 from worker.development.processes import free_port, pid_alive, port_in_use, proc_stat
 
 pytestmark = pytest.mark.integration
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def descendants(pid: int) -> set[int]:

@@ -3,17 +3,24 @@ worker. The rules of the command itself are tested in tests/database/test_failur
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import Engine, text
 
 from tests.envelopes import kombu_message, raw
-from tests.steps import RECORD_VIEW, add_posts, failure, failures, processed_ids, views
+from tests.steps import (
+    RECORD_VIEW,
+    add_posts,
+    failure,
+    failures,
+    owner_env,
+    processed_ids,
+    views,
+)
 from worker.config import get_settings
-from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
+from worker.development.live import LiveStack, wait_until
+from worker.development.processes import run_cli
 
 
 def test_retried_dead_letters_are_applied_once_by_a_live_worker(
@@ -51,16 +58,9 @@ def test_retried_dead_letters_are_applied_once_by_a_live_worker(
             text("UPDATE posts SET id = 777777 WHERE id = :id"), {"id": created_late}
         )
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        owner = live_db.url.render_as_string(hide_password=False)
-        return subprocess.run(
-            [sys.executable, "-m", "worker", "failures", *args],
-            cwd=PROJECT_ROOT, env={**live_stack.env, "DATABASE_URL": owner},
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-
-    listed = cli("list")
-    retried = cli("retry", "too-early", "far")
+    as_owner = owner_env(live_stack, live_db)
+    listed = run_cli(as_owner, "failures", "list")
+    retried = run_cli(as_owner, "failures", "retry", "too-early", "far")
 
     # Then each is published now under a new id and applied once, and the dead letters are gone
     assert {"too-early", "far"} <= {line.split()[0] for line in listed.stdout.splitlines()}
@@ -80,4 +80,4 @@ def test_retried_dead_letters_are_applied_once_by_a_live_worker(
     assert processed_ids(live_db) == {"too-early", "far", *new_ids.values()}
     assert failures(live_db) == {}
     # And retrying again finds nothing to send
-    assert cli("retry", "too-early").returncode == 1
+    assert run_cli(as_owner, "failures", "retry", "too-early").returncode == 1

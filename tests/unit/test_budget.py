@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 from pydantic import SecretStr
 
 from worker.config import Settings
+from worker.development.processes import run_cli
 from worker.operations.budget import FleetBudget, Limit, NodeBudget, over_budget
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_OF_100 = Limit(97, "max_connections 100 - superuser_reserved_connections 3")
 # Nothing listens there: a command that tried to connect would fail.
 NO_SERVER = "postgresql+psycopg2://nobody@127.0.0.1:1/nothing"
@@ -56,15 +54,8 @@ def test_a_node_exactly_at_the_limit_starts() -> None:
 
 
 def budget_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "db", "budget", *args],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": NO_SERVER, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    environment = {**os.environ, "DATABASE_URL": NO_SERVER, **env}
+    return run_cli(environment, "db", "budget", *args, timeout=60)
 
 
 def test_budget_command_exits_1_only_when_the_fleet_would_overrun_the_set_limit() -> None:

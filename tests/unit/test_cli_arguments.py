@@ -4,14 +4,11 @@ option, before it touches a server; none ends in a traceback or a busy loop."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
-from worker.development.live import PROJECT_ROOT
-from worker.development.processes import free_port
+from worker.development.processes import free_port, run_cli
 from worker.operations.cli import main
 
 
@@ -52,10 +49,7 @@ def test_health_without_a_worker_exits_1_naming_the_address() -> None:
     port = free_port()  # nobody listens there
     env = {**os.environ, "WORKER_HTTP_PORT": str(port)}
 
-    done = subprocess.run(
-        [sys.executable, "-m", "worker", "health", "--ready", "--timeout", "0.5"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_cli(env, "health", "--ready", "--timeout", "0.5", timeout=60)
 
     assert done.returncode == 1, done.stderr
     assert f"no answer on 127.0.0.1:{port}/readyz" in done.stderr

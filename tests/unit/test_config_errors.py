@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from worker.config import ConfigError, load_settings
+from worker.development.processes import run_python
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 CANARY = "canary-s3cret-pw"
 REDIS_LINE = (
     "invalid setting REDIS_URL='http://:***@cache:6379/0': expected "
@@ -25,17 +22,8 @@ DATABASE_LINE = (
 )
 
 
-def run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return run_python({**os.environ, **env}, *args)
 
 
 def output_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -46,7 +34,7 @@ def output_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_worker_start_reports_every_bad_setting_in_one_line_each() -> None:
     result = run(
-        [str(BIN / "celery"), "-A", "worker.app", "worker", "-P", "solo"],
+        ["-m", "celery", "-A", "worker.app", "worker", "-P", "solo"],
         REDIS_URL=f"http://:{CANARY}@cache:6379/0",
         DB_POOL_SIZE="0",
     )
@@ -56,7 +44,7 @@ def test_worker_start_reports_every_bad_setting_in_one_line_each() -> None:
 
 def test_migrate_reports_a_malformed_database_url_in_one_line() -> None:
     result = run(
-        [str(BIN / "alembic"), "upgrade", "head"],
+        ["-m", "alembic", "upgrade", "head"],
         DATABASE_URL=f"postgresql+psycopg2://app:{CANARY}@db:notaport/app",
     )
     assert result.returncode != 0
@@ -65,7 +53,7 @@ def test_migrate_reports_a_malformed_database_url_in_one_line() -> None:
 
 def test_operator_commands_report_every_bad_setting() -> None:
     result = run(
-        [sys.executable, "-m", "worker", "settings"],
+        ["-m", "worker", "settings"],
         DATABASE_URL=f"postgresql+psycopg2://app:{CANARY}@db:notaport/app",
         REDIS_URL=f"http://:{CANARY}@cache:6379/0",
     )

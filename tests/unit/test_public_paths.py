@@ -9,7 +9,8 @@ from pathlib import Path
 
 from celery import Celery
 
-ROOT = Path(__file__).resolve().parents[2]
+from worker.development.live import PROJECT_ROOT
+from worker.development.processes import run_cli
 
 
 def test_the_worker_app_is_what_celery_dash_a_loads() -> None:
@@ -51,14 +52,8 @@ def test_the_pytest_plugin_is_registered_under_its_name() -> None:
 
 
 def test_python_dash_m_worker_lists_the_operator_commands() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_cli(os.environ, "--help", timeout=60)
+    assert done.returncode == 0, done.stderr
     for command in ("failures", "quarantine", "outbox", "db", "settings"):
         assert f"  {command}" in done.stdout
 
@@ -71,7 +66,7 @@ def test_a_celeryconfig_of_the_api_project_never_configures_the_worker_app(tmp_p
     done = subprocess.run(
         [sys.executable, "-c", "from worker.app import app; print(app.conf.task_default_queue)"],
         cwd=tmp_path,
-        env={**os.environ, "TASK_QUEUE": "views-q", "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "TASK_QUEUE": "views-q", "PYTHONPATH": str(PROJECT_ROOT)},
         capture_output=True,
         text=True,
         timeout=60,

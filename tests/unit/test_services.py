@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from worker.development.processes import run_python
 from worker.development.services import (
     MissingBinary,
     PostgresServer,
@@ -22,19 +22,10 @@ from worker.development.services import (
     redis_reachable,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
 
 def services_cli(*args: str, local: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.development.services", *args, "--dir", str(local)],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    services = ("-m", "worker.development.services")
+    return run_python({**os.environ, **env}, *services, *args, "--dir", str(local))
 
 
 def test_an_unreachable_url_the_user_set_fails_with_the_reason(tmp_path: Path) -> None:

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from worker.development.processes import run_cli
 
 
 def settings_shown(**env: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if k != "WORKER_CONCURRENCY"} | env
-    result = subprocess.run(
-        [sys.executable, "-m", "worker", "settings"],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_cli(environment, "settings", timeout=60)
+    assert result.returncode == 0, result.stderr
     lines = (line.split("  #", 1)[0] for line in result.stdout.splitlines())
     return dict(line.split("=", 1) for line in lines)
 

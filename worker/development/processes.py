@@ -55,9 +55,11 @@ def wait_until(
 def run_python(
     env: Mapping[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`python *args` (this interpreter) in the project root with `env`, output captured as text.
+    """`python *args` (this interpreter) in the project root with `env`, its output captured.
 
-    Never raises for the exit status: callers assert on it, showing stderr.
+    The output is UTF-8 text in which other bytes are kept as surrogates: a binary dump reads
+    back with `.encode(errors="surrogateescape")`. Never raises for the exit status: callers
+    assert on it, showing stderr.
     """
     return subprocess.run(
         [sys.executable, *args],
@@ -65,7 +67,8 @@ def run_python(
         env=dict(env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="surrogateescape",
         timeout=timeout,
         check=False,
     )

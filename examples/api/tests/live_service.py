@@ -6,7 +6,7 @@ Started with the worker package's live-worker helpers (`worker.development.live`
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,6 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from worker.development.live import (
-    LiveProcess,
     LiveWorker,
     forget_queue,
     stack_env,
@@ -25,7 +24,7 @@ from worker.development.live import (
     start_worker,
     wait_until,
 )
-from worker.development.services import free_port
+from worker.development.processes import free_port
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,7 +36,28 @@ class Service:
     url: str
     db: Engine
     worker: LiveWorker
-    api: LiveProcess
+
+
+@contextmanager
+def running_api(env: Mapping[str, str], logs: Path) -> Iterator[str]:
+    """uvicorn serving blog_api with `env` on a free port: its base URL, once it answers."""
+    port = free_port()
+    uvicorn = ["uvicorn", "blog_api:app", "--app-dir", str(EXAMPLE_DIR), "--port", str(port)]
+    api = start_process("api", [sys.executable, "-m", *uvicorn, "--host", "127.0.0.1"], env, logs)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        api.check_alive()
+        try:
+            return httpx2.get(f"{url}/openapi.json", timeout=2).status_code == 200
+        except httpx2.TransportError:
+            return False
+
+    try:
+        wait_until(up, 90, 0.1, "uvicorn to answer")
+        yield url
+    finally:
+        api.stop()
 
 
 @contextmanager
@@ -46,26 +66,12 @@ def running_service(database_url: URL, redis_url: str, logs: Path) -> Iterator[S
     env = stack_env(database_url, redis_url, prefix="e2e")
     schedule = ["--beat", "-s", str(logs / "beat-schedule")]
     worker = start_worker(env, logs, "e2e-worker", concurrency=2, extra_args=schedule, wait=False)
-    port = free_port()
-    uvicorn = ["uvicorn", "blog_api:app", "--app-dir", str(EXAMPLE_DIR), "--port", str(port)]
-    api = start_process("api", [sys.executable, "-m", *uvicorn, "--host", "127.0.0.1"], env, logs)
-    service = Service(
-        f"http://127.0.0.1:{port}", create_engine(database_url, poolclass=NullPool), worker, api
-    )
+    db = create_engine(database_url, poolclass=NullPool)
     try:
-
-        def up() -> bool:
-            api.check_alive()
-            try:
-                answered = httpx2.get(f"{service.url}/openapi.json", timeout=2).status_code == 200
-            except httpx2.TransportError:
-                return False
-            return answered and worker.ready()
-
-        wait_until(up, 90, 0.1, "uvicorn and the worker to be ready")
-        yield service
+        with running_api(env, logs) as url:  # the worker starts meanwhile
+            worker.wait_ready()
+            yield Service(url, db, worker)
     finally:
-        api.stop()
         worker.stop()
-        service.db.dispose()
+        db.dispose()
         forget_queue(redis_url, env["TASK_QUEUE"])

@@ -4,8 +4,6 @@ JSON log lines and to the dead letter of a task that fails for good."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,22 +11,20 @@ from typing import Any
 import httpx2
 import pytest
 from fastapi.testclient import TestClient
-from live_service import EXAMPLE_DIR
+from live_service import running_api
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from worker.config import get_settings
 from worker.development.live import (
-    PROJECT_ROOT,
     LiveProcess,
     forget_queue,
     stack_env,
-    start_process,
     start_worker,
     wait_until,
 )
-from worker.development.services import free_port
+from worker.development.processes import run_cli
 
 
 def created(response: httpx2.Response) -> dict[str, Any]:
@@ -82,63 +78,47 @@ def test_correlation_a_request_id_reaches_the_task_log_lines_and_its_dead_letter
 ) -> None:
     redis_url = get_settings().redis_url.get_secret_value()
     env = stack_env(committed_db_url, redis_url, prefix="corr", LOG_FORMAT="json")
-    port = free_port()
-    uvicorn = ["uvicorn", "blog_api:app", "--app-dir", str(EXAMPLE_DIR), "--port", str(port)]
-    api = start_process(
-        "api", [sys.executable, "-m", *uvicorn, "--host", "127.0.0.1"], env, tmp_path
-    )
     db = create_engine(committed_db_url, poolclass=NullPool)
     worker = None
     try:
-        url = f"http://127.0.0.1:{port}"
+        with running_api(env, tmp_path) as url:
+            # Given two posts, read by clients that send their request ids, before any worker runs
+            with httpx2.Client(base_url=url, timeout=30) as http:
+                a_post(http, "kept")
+                a_post(http, "vanishing")
+                kept = http.get("/posts/kept", headers={"X-Request-ID": "req-e2e-kept"})
+                vanishing = http.get("/posts/vanishing", headers={"X-Request-ID": "req-e2e-gone"})
+            assert (kept.status_code, vanishing.status_code) == (200, 200)
+            assert vanishing.headers["X-Request-ID"] == "req-e2e-gone"
+            # and one of the posts is deleted before its view is counted: that task fails for good
+            with db.begin() as connection:
+                connection.execute(text("DELETE FROM posts WHERE slug = 'vanishing'"))
 
-        def up() -> bool:
-            api.check_alive()
-            try:
-                return httpx2.get(f"{url}/openapi.json", timeout=2).status_code == 200
-            except httpx2.TransportError:
-                return False
+            # When a worker logging JSON starts and runs both tasks
+            worker = start_worker(env, tmp_path, "corr-worker", concurrency=1)
 
-        wait_until(up, 90, 0.1, "uvicorn to answer")
+            def dead_letter() -> Any:
+                with db.connect() as connection:
+                    return connection.execute(
+                        text("SELECT task_id, correlation_id FROM task_failures")
+                    ).one_or_none()
 
-        # Given two posts, read by clients that send their request ids, before any worker runs
-        with httpx2.Client(base_url=url, timeout=30) as http:
-            a_post(http, "kept")
-            a_post(http, "vanishing")
-            kept = http.get("/posts/kept", headers={"X-Request-ID": "req-e2e-kept"})
-            vanishing = http.get("/posts/vanishing", headers={"X-Request-ID": "req-e2e-gone"})
-        assert (kept.status_code, vanishing.status_code) == (200, 200)
-        assert vanishing.headers["X-Request-ID"] == "req-e2e-gone"
-        # and one of the posts is deleted before its view is counted: that task fails for good
-        with db.begin() as connection:
-            connection.execute(text("DELETE FROM posts WHERE slug = 'vanishing'"))
-
-        # When a worker logging JSON starts and runs both tasks
-        worker = start_worker(env, tmp_path, "corr-worker", concurrency=1)
-
-        def dead_letter() -> Any:
-            with db.connect() as connection:
-                return connection.execute(
-                    text("SELECT task_id, correlation_id FROM task_failures")
-                ).one_or_none()
-
-        failed = wait_until(dead_letter, 60, 0.1, "the vanished post's view to be dead-lettered")
-        wait_until(
-            lambda: any(
-                " succeeded in " in line["message"] and line.get("correlation_id") == "req-e2e-kept"
-                for line in parsed(worker)
-            ),
-            60,
-            0.1,
-            "the kept post's view to be counted",
-        )
-        worker.stop()
-        shown = subprocess.run(
-            [sys.executable, "-m", "worker", "failures", "show", failed.task_id],
-            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            failed = wait_until(
+                dead_letter, 60, 0.1, "the vanished post's view to be dead-lettered"
+            )
+            wait_until(
+                lambda: any(
+                    " succeeded in " in line["message"]
+                    and line.get("correlation_id") == "req-e2e-kept"
+                    for line in parsed(worker)
+                ),
+                60,
+                0.1,
+                "the kept post's view to be counted",
+            )
+            worker.stop()
+            shown = run_cli(env, "failures", "show", failed.task_id, timeout=60)
     finally:
-        api.stop()
         if worker is not None:
             worker.stop()
         db.dispose()
