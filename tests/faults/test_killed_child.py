@@ -7,9 +7,17 @@ import signal
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from tests.steps import RECORD_VIEW, add_posts, failures, lock_waiters, processed_ids, views_by_post
+from tests.steps import (
+    RECORD_VIEW,
+    add_posts,
+    failures,
+    lock_waiters,
+    processed_ids,
+    row_locked,
+    views_by_post,
+)
 from worker.development.live import LiveStack, wait_until
 
 
@@ -20,8 +28,7 @@ def test_child_killed_on_a_row_lock_is_redelivered_and_applied_once(
     post, other = add_posts(live_db, 2)
     worker = live_stack.start_worker(concurrency=2)
     app_name = live_stack.env["APP_NAME"]
-    with live_db.connect() as locker:
-        locker.execute(text("SELECT id FROM posts WHERE id = :id FOR UPDATE"), {"id": post})
+    with row_locked(live_db, post) as locker:
         with live_stack.producer() as client:
             live_stack.send(client, RECORD_VIEW, post, task_id="killed-once")
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from tests.faults.crashers import CRASHERS_MODULE, EXIT, EXIT_ONCE, SEGFAULT
 from tests.steps import (
@@ -20,6 +20,7 @@ from tests.steps import (
     lock_waiters,
     log_count,
     processed_ids,
+    row_locked,
     views,
     views_by_post,
 )
@@ -38,8 +39,7 @@ def test_child_killed_by_the_hard_time_limit_three_times_is_dead_lettered(
     worker = live_stack.start_worker(concurrency=1, env=LIMITS)
     first_child = worker.children()
     started = time.monotonic()
-    with live_db.connect() as locker:
-        locker.execute(text("SELECT id FROM posts WHERE id = :id FOR UPDATE"), {"id": locked})
+    with row_locked(live_db, locked) as locker:
         with live_stack.producer() as client:
             live_stack.send(client, RECORD_VIEW, locked, task_id="poison")
             live_stack.send(client, RECORD_VIEW, free, task_id="after-poison")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from tests.steps import RECORD_VIEW, add_posts, failure, log_count, processed_ids, views
+from tests.steps import RECORD_VIEW, add_posts, failure, log_count, processed_ids, row_locked, views
 from worker.development.live import LiveStack, wait_until
 
 
@@ -17,9 +17,7 @@ def test_statement_timeouts_are_retried_then_dead_lettered_with_every_attempt_co
     worker = live_stack.start_worker(
         concurrency=1, env={"DB_STATEMENT_TIMEOUT_MS": "300", "TASK_MAX_RETRIES": "2"}
     )
-    with live_db.connect() as holder:
-        holder.execute(text("SELECT 1 FROM posts WHERE id = :id FOR UPDATE"), {"id": post})
-
+    with row_locked(live_db, post) as holder:
         # When a view of it keeps timing out
         with live_stack.producer() as client:
             live_stack.send(client, RECORD_VIEW, post, task_id="keeps-timing-out")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from tests.steps import (
     RECORD_VIEW,
@@ -14,6 +14,7 @@ from tests.steps import (
     lock_waiters,
     log_count,
     processed_ids,
+    row_locked,
     views_by_post,
 )
 from worker.development.live import LiveStack, wait_until
@@ -28,8 +29,7 @@ def test_soft_time_limit_mid_transaction_rolls_back_and_dead_letters_once(
     # Given a worker with a 2 s soft time limit, and a post the test keeps locked
     locked, free = add_posts(live_db, 2)
     worker = live_stack.start_worker(concurrency=1, env=LIMITS)
-    with live_db.connect() as locker:
-        locker.execute(text("SELECT id FROM posts WHERE id = :id FOR UPDATE"), {"id": locked})
+    with row_locked(live_db, locked) as locker:
         with live_stack.producer() as client:
             live_stack.send(client, RECORD_VIEW, locked, task_id="too-slow")
             live_stack.send(client, RECORD_VIEW, free, task_id="next")
