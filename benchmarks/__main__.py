@@ -21,8 +21,10 @@ from benchmarks.instrumentation import instrumentation_overhead
 from benchmarks.overhead import child_rss, task_drain
 from benchmarks.report import SCENARIOS, Row, chart, markdown_table, notes, text_table
 from benchmarks.stack import Bench, bench
-from benchmarks.views import add_posts, buffered_end_to_end, call_cost
+from benchmarks.views import buffered_end_to_end, call_cost
 from worker.config import get_settings
+from worker.development.databases import unpooled
+from worker.development.seed import add_posts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -89,7 +91,8 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
 
     if wanted("buffered views end to end", "buffered record_view call"):
         views_url = run.databases.migrated("views")
-        posts = add_posts(views_url, sizes.posts)
+        with unpooled(views_url) as db:
+            posts = add_posts(db, sizes.posts)
         # The worker as shipped: default pool size, prefetch and child priority (worker.config).
         worker = run.start_worker(views_url, concurrency=None)
         chunk = get_settings().view_flush_chunk_size
@@ -104,7 +107,8 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
         # A database of its own: the views scenario leaves posts bloated by its million and a
         # half updates, which is that scenario's cost, not a task's.
         drain_url = run.databases.migrated("drain")
-        drain_posts = add_posts(drain_url, sizes.posts)
+        with unpooled(drain_url) as db:
+            drain_posts = add_posts(db, sizes.posts)
         if wanted("per-view task drain"):
             worker = run.start_worker(drain_url, concurrency=None)
             attempt(
@@ -119,7 +123,8 @@ def run_all(run: Bench, sizes: Sizes, only: set[str]) -> list[Row]:
     if wanted(INSTRUMENTATION):
         # A database of its own, for the reason the drain has one.
         url = run.databases.migrated("instrumented")
-        posts = add_posts(url, sizes.posts)
+        with unpooled(url) as db:
+            posts = add_posts(db, sizes.posts)
         attempt(
             INSTRUMENTATION,
             lambda: instrumentation_overhead(run, url, posts, sizes.drain, sizes.drain_pairs),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from sqlalchemy import create_engine, text
 
-from benchmarks.report import Row, median, number
+from benchmarks.report import Row, median, number, progress
 from benchmarks.stack import Databases, checkpoint, engine
 from worker import db
 
@@ -81,9 +80,7 @@ def bulk_deactivation(databases: Databases, users: int, runs: int) -> Row:
         ours.append(seconds)
         if changed != users // 2:
             raise RuntimeError(f"batched task changed {changed}, expected {users // 2}")
-        _progress(
-            f"deactivation run {run + 1}: batched {ours[-1]:.2f}s, single {baseline[-1]:.2f}s"
-        )
+        progress(f"deactivation run {run + 1}: batched {ours[-1]:.2f}s, single {baseline[-1]:.2f}s")
     ours_s, base_s = median(ours), median(baseline)
     ratio = ours_s / base_s
     dormant = users // 2
@@ -103,7 +100,3 @@ def bulk_deactivation(databases: Databases, users: int, runs: int) -> Row:
             "fresh CREATE DATABASE ... TEMPLATE copy after a CHECKPOINT"
         ),
     )
-
-
-def _progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)

@@ -16,20 +16,13 @@ import uuid
 from collections.abc import Callable
 
 import redis
-from celery import Celery
 
-from worker.config import get_settings
+from worker.config import get_settings, mask_url
 from worker.contracts import RECORD_VIEW
-from worker.development.services import mask_url
+from worker.development.live import producer
 from worker.producer.client import TaskClient, build_message
 
 ROUND = 100
-
-
-def producer(broker_url: str, queue: str) -> Celery:
-    app = Celery("enqueue-bench", broker=broker_url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"], task_default_queue=queue)
-    return app
 
 
 def timed(call: Callable[[], object], times: list[float]) -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
 
 from benchmarks.overhead import drain
-from benchmarks.report import Row, median, number
+from benchmarks.report import Row, median, number, progress
 from benchmarks.stack import Bench, checkpoint, engine
-from benchmarks.views import total_views, vacuum
+from benchmarks.views import vacuum
 from worker.contracts import RECORD_VIEW
+from worker.development.seed import total_views
 from worker.development.services import free_port
 
 SCENARIO = "metrics and JSON logs overhead"
@@ -43,7 +43,7 @@ def instrumentation_overhead(run: Bench, url: URL, posts: list[int], count: int,
             if total_views(db) != before + count:
                 raise RuntimeError(f"{name}: {total_views(db) - before} of {count} views applied")
         ratios.append(seconds["off"][-1] / seconds["on"][-1])
-        _progress(
+        progress(
             f"instrumentation pair {pair + 1}: on {seconds['on'][-1]:.2f}s, "
             f"off {seconds['off'][-1]:.2f}s, ratio {ratios[-1]:.3f}"
         )
@@ -88,7 +88,3 @@ def _succeeded(port: int) -> int:
             }:
                 return int(sample.value)
     return 0
-
-
-def _progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from sqlalchemy.engine import URL
 
 from benchmarks.noop_tasks import NOOP
-from benchmarks.report import Row, median, number
+from benchmarks.report import Row, median, number, progress
 from benchmarks.stack import BenchWorker, checkpoint, engine
-from benchmarks.views import total_views, vacuum
+from benchmarks.views import vacuum
 from worker.config import get_settings
 from worker.contracts import RECORD_VIEW
+from worker.development.seed import total_views
 
 
 def drain(worker: BenchWorker, task_name: str, posts: list[int], count: int) -> float:
@@ -49,7 +49,7 @@ def task_drain(worker: BenchWorker, url: URL, posts: list[int], count: int, runs
         if not run % 2:
             baseline.append(drain(worker, NOOP, posts, count))
         ratios.append(baseline[-1] / ours[-1])
-        _progress(
+        progress(
             f"drain pair {run + 1}: record_view {ours[-1]:.2f}s, no-op {baseline[-1]:.2f}s, "
             f"ratio {ratios[-1]:.3f}"
         )
@@ -84,7 +84,7 @@ def child_rss(worker: BenchWorker, posts: list[int], count: int) -> Row:
     if set(before) != set(after):
         raise RuntimeError(f"pool children changed during the run: {before} -> {after}")
     growth_mib = max((after[pid] - before[pid]) / 1024 for pid in before)
-    _progress(f"rss: {before} -> {after} KiB over {count} tasks in {elapsed:.1f}s")
+    progress(f"rss: {before} -> {after} KiB over {count} tasks in {elapsed:.1f}s")
     return Row(
         scenario="child RSS growth",
         ours=number(growth_mib, "MB"),
@@ -97,7 +97,3 @@ def child_rss(worker: BenchWorker, posts: list[int], count: int) -> Row:
             f"RSS {max(before.values()) / 1024:.1f} -> {max(after.values()) / 1024:.1f} MB"
         ),
     )
-
-
-def _progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)

@@ -21,8 +21,9 @@ from pathlib import Path
 from benchmarks.noop_tasks import NOOP
 from benchmarks.overhead import drain
 from benchmarks.stack import bench
-from benchmarks.views import add_posts
 from worker.contracts import RECORD_VIEW
+from worker.development.databases import unpooled
+from worker.development.seed import add_posts
 
 # Frames worth an inclusive share, matched as substrings of "function (file)".
 MARKERS = (
@@ -101,7 +102,8 @@ def main() -> int:
     try:
         with bench(tmp) as run:
             url = run.databases.migrated("profile")
-            posts = add_posts(url, 1000)
+            with unpooled(url) as db:
+                posts = add_posts(db, 1000)
             worker = run.start_worker(url, concurrency=args.concurrency, **env)
             drain(worker, args.task, posts, 300)  # warm up
             worker.wait_drained(60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,11 @@ class Row:
     @property
     def result(self) -> str:
         return "pass" if self.passed else "MISS"
+
+
+def progress(message: str) -> None:
+    """A line on stderr while a scenario runs; the table goes to stdout."""
+    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def median(values: Sequence[float]) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import random
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -15,43 +14,17 @@ from psycopg2.extras import execute_values
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
-from benchmarks.report import Row, median, number
+from benchmarks.report import Row, median, number, progress
 from benchmarks.stack import BenchWorker, engine
 from worker.contracts import FLUSH_VIEW_COUNTS, RECORD_VIEW
 from worker.development.live import wait_until
+from worker.development.seed import total_views
 from worker.producer import viewbuffer
 
 RAW_UPDATE = (
     "UPDATE posts SET view_count = posts.view_count + v.n, updated_at = now() "
     "FROM (VALUES %s) AS v(id, n) WHERE posts.id = v.id"
 )
-
-
-def add_posts(url: URL, count: int) -> list[int]:
-    """`count` posts by one author; returns their ids."""
-    db = engine(url)
-    with db.begin() as connection:
-        author_id = connection.scalar(
-            text(
-                "INSERT INTO users (email, name, password_hash) "
-                "VALUES ('author@bench.test', 'Author', 'x') RETURNING id"
-            )
-        )
-        ids = connection.scalars(
-            text(
-                "INSERT INTO posts (title, body, slug, author_id, status) "
-                "SELECT 'Post ' || g, 'body', 'bench-' || g, :author, 'published' "
-                "FROM generate_series(1, :n) g RETURNING id"
-            ),
-            {"author": author_id, "n": count},
-        ).all()
-    db.dispose()
-    return list(ids)
-
-
-def total_views(db: Engine) -> int:
-    with db.connect() as connection:
-        return int(connection.scalar(text("SELECT coalesce(sum(view_count), 0) FROM posts")) or 0)
 
 
 def vacuum(db: Engine) -> None:
@@ -129,7 +102,7 @@ def buffered_end_to_end(
             raise RuntimeError(f"buffered views: expected {before + views}, got {total_views(db)}")
         vacuum(db)
         baseline.append(raw_update(url, totals, chunk))
-        _progress(
+        progress(
             f"views e2e run {run + 1}: ours {ours[-1]:.2f}s (calls {buffered:.2f}s), "
             f"raw {baseline[-1]:.2f}s"
         )
@@ -167,7 +140,7 @@ def call_cost(worker: BenchWorker, calls: int, runs: int) -> Row:
             worker.producer.send_task(RECORD_VIEW, args=[1 + i % 1000], queue=scratch)
         baseline.append((time.perf_counter() - started) / calls)
         client.delete(scratch, *client.keys("views:{" + scratch + "}:*"))
-        _progress(f"call cost run {run + 1}: {ours[-1] * 1e6:.0f}us vs {baseline[-1] * 1e6:.0f}us")
+        progress(f"call cost run {run + 1}: {ours[-1] * 1e6:.0f}us vs {baseline[-1] * 1e6:.0f}us")
     client.close()
     ours_s, base_s = median(ours), median(baseline)
     ratio = ours_s / base_s
@@ -186,7 +159,3 @@ def call_cost(worker: BenchWorker, calls: int, runs: int) -> Row:
             "apply_async publishes) of one record_view message to Redis"
         ),
     )
-
-
-def _progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)

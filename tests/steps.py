@@ -1,4 +1,8 @@
-"""Given and Then steps on a committed database, shared by the database, live and fault tests."""
+"""Given and Then steps on a committed database, shared by the database, live and fault tests.
+
+The steps benchmarks use too (`add_posts`, `total_views`, ...) live in worker.development.seed
+and are imported from here as well.
+"""
 
 from __future__ import annotations
 
@@ -12,47 +16,12 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from worker.development.live import LiveStack, LiveWorker
+from worker.development.seed import add_posts, add_users, scalar, total_views  # noqa: F401
 from worker.producer import viewbuffer
 
 RECORD_VIEW = "tasks.posts.record_view"  # by name, as a producer that imports nothing of ours
 # The worker's own dead-lettering of a refused message claims a task id too; it is no task.
 _TASKS = "task_name <> 'tasks.maintenance.record_refusal'"
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as connection:
-        return connection.scalar(text(sql), params)
-
-
-def add_users(engine: Engine, count: int) -> list[int]:
-    """`count` new active users with unique emails; their ids."""
-    with engine.begin() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO users (email, name, password_hash) "
-                    "SELECT 'u-' || gen_random_uuid() || '@example.test', 'U' || g, 'x' "
-                    "FROM generate_series(1, :n) g RETURNING id"
-                ),
-                {"n": count},
-            ).scalars()
-        )
-
-
-def add_posts(engine: Engine, count: int) -> list[int]:
-    """`count` posts by one new author, with unique slugs; their ids."""
-    author = add_users(engine, 1)[0]
-    with engine.begin() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "INSERT INTO posts (title, body, slug, author_id) "
-                    "SELECT 'P' || g, 'b', 'slug-' || gen_random_uuid(), :author "
-                    "FROM generate_series(1, :n) g RETURNING id"
-                ),
-                {"n": count, "author": author},
-            ).scalars()
-        )
 
 
 def add_dormant_users(engine: Engine, dormant: int, recent: int) -> None:
@@ -86,11 +55,6 @@ def views_by_post(engine: Engine) -> dict[int, int]:
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT id, view_count FROM posts")).all()
     return {int(row[0]): int(row[1]) for row in rows}
-
-
-def total_views(engine: Engine) -> int:
-    """Views over all posts."""
-    return int(scalar(engine, "SELECT coalesce(sum(view_count), 0) FROM posts"))
 
 
 def processed(engine: Engine) -> int:
