@@ -12,8 +12,8 @@ from benchmarks.report import Row, median, number, progress
 from benchmarks.stack import Bench, checkpoint, engine
 from benchmarks.views import vacuum
 from worker.contracts import RECORD_VIEW
+from worker.development.processes import free_port
 from worker.development.seed import total_views
-from worker.development.services import free_port
 
 SCENARIO = "metrics and JSON logs overhead"
 TARGET = 0.95

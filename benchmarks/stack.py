@@ -24,7 +24,7 @@ from worker.config import get_settings
 from worker.contracts import PUBLISHED_AT_HEADER
 from worker.development.databases import create_database, drop_database, migrate
 from worker.development.live import LiveStack, LiveWorker, producer, stack_env, wait_until
-from worker.development.services import RedisServer
+from worker.development.servers import RedisServer
 
 NOOP_TASKS = "benchmarks.noop_tasks"
 # Used only when redis-server is not installed: a database index of the configured Redis.

@@ -10,7 +10,7 @@ from celery import Celery
 
 from tests.database.producer import CANARY, Producer
 from worker.development import live
-from worker.development.services import free_port
+from worker.development.processes import free_port
 from worker.producer.client import TaskClient
 
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from worker.development.binaries import MissingBinary
 from worker.development.databases import (
     as_runtime_role,
     grant_runtime_role,
@@ -20,7 +21,7 @@ from worker.development.databases import (
 )
 from worker.development.live import LiveStack, stack_env
 from worker.development.plugin import unavailable
-from worker.development.services import MissingBinary, PostgresServer, RedisServer
+from worker.development.servers import PostgresServer, RedisServer
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from worker.development.databases import (
     unpooled,
 )
 from worker.development.processes import run_cli
-from worker.development.services import PostgresServer
+from worker.development.servers import PostgresServer
 
 
 def connect_error(url: URL, statement: str = "SELECT current_user") -> str | None:

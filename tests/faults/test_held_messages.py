@@ -17,7 +17,7 @@ from tests.envelopes import kombu_message, raw
 from tests.steps import add_posts, failure, owner_env, views_by_post
 from worker.development.live import LiveStack, wait_until
 from worker.development.processes import run_cli
-from worker.development.services import RedisServer
+from worker.development.servers import RedisServer
 from worker.runtime.poison import delivery_key
 
 # A held message must finish within the visibility timeout: the eta may lie 60 - 10 = 50 s ahead.

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from tests.envelopes import kombu_message, malformed_messages, raw
 from tests.steps import RECORD_VIEW, add_posts, failures, processed, views_by_post
 from worker.development.live import LiveStack, wait_until
-from worker.development.services import RedisServer
+from worker.development.servers import RedisServer
 from worker.runtime import quarantine
 
 # Published on the fanout channel Celery's remote control listens to (kombu: "/<db>.<exchange>").

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tests.database.producer import add_post
 from worker.development.live import LiveStack, stack_env, wait_until
 from worker.development.processes import run_cli
-from worker.development.services import RedisServer
+from worker.development.servers import RedisServer
 from worker.models import OutboxMessage, Post, ProcessedTask, TaskFailure, User
 from worker.producer.outbox import in_outbox
 

@@ -32,7 +32,8 @@ from tests.steps import (
 from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role
 from worker.development.live import PROJECT_ROOT, LiveStack, wait_until
 from worker.development.plugin import unavailable
-from worker.development.services import PostgresServer, free_port
+from worker.development.processes import free_port
+from worker.development.servers import PostgresServer
 
 MAX_CONNECTIONS = 20
 POOL_SIZE = 8  # server connections PgBouncer may open for the workers' role and database

@@ -21,7 +21,7 @@ from tests.steps import (
     views_by_post,
 )
 from worker.development.live import LiveStack, wait_until
-from worker.development.services import PostgresServer
+from worker.development.servers import PostgresServer
 
 RETRY_LOG = r"transient database error"
 DOWNTIME = 10.0  # seconds, as issue #3 states it

@@ -10,7 +10,8 @@ import pytest
 
 from tests.live.probe_tasks import seconds_until, status
 from worker.development.live import LiveStack
-from worker.development.services import PostgresServer, RedisServer, free_port
+from worker.development.processes import free_port
+from worker.development.servers import PostgresServer, RedisServer
 
 OUTAGE = 12.0  # seconds: past kombu's own reconnect back-off of 2, 4, 6 s
 

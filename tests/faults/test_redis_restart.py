@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from tests.steps import add_posts, processed, send_views, total_views
 from worker.development.live import LiveStack, wait_until
-from worker.development.services import RedisServer
+from worker.development.servers import RedisServer
 
 RECONNECT_DEADLINE = 15.0  # seconds: the promise of issue #3, section 2
 NEW_TASKS = 20

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from tasks.posts import flush_view_counts
 from tests.steps import use_view_buffer
-from worker.development.services import RedisServer
+from worker.development.servers import RedisServer
 from worker.models import Post, ProcessedTask
 from worker.producer import viewbuffer
 

@@ -22,7 +22,7 @@ from tests.steps import RECORD_VIEW, add_posts, failures, processed
 from worker.development.databases import TEST_RUNTIME_ROLE, as_runtime_role, unpooled
 from worker.development.live import LiveStack, wait_until
 from worker.development.processes import run_cli
-from worker.development.services import PostgresServer, RedisServer
+from worker.development.servers import PostgresServer, RedisServer
 
 CANARY = f"canary-{secrets.token_hex(8)}"  # URL-safe, so it reads the same quoted or not
 # Redis of every test here needs the canary password.

@@ -15,13 +15,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from worker.development.services import (
-    PostgresServer,
-    RedisServer,
-    ServerError,
-    postgres_reachable,
-    redis_reachable,
-)
+from worker.development.reachability import postgres_reachable, redis_reachable
+from worker.development.servers import PostgresServer, RedisServer, ServerError
 
 
 @pytest.fixture

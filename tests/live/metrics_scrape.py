@@ -7,7 +7,7 @@ import http.client
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.development.live import LiveStack, LiveWorker, wait_until
-from worker.development.services import free_port
+from worker.development.processes import free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from tests.steps import RECORD_VIEW, add_posts, add_users
 from worker.development.live import LiveProcess, LiveStack, start_process, wait_until
-from worker.development.services import free_port
+from worker.development.processes import free_port
 
 DEACTIVATE_USER = "tasks.users.deactivate_user"
 

@@ -19,7 +19,7 @@ from tests.steps import RECORD_VIEW, add_posts
 from worker.config import Settings
 from worker.contracts import PUBLISHED_AT_HEADER
 from worker.development.live import PROJECT_ROOT, LiveStack, LiveWorker, wait_until
-from worker.development.services import free_port
+from worker.development.processes import free_port
 
 DEPLOY = PROJECT_ROOT / "docs" / "deploy"
 # Metrics that are not the worker's, and who provides them.

@@ -25,7 +25,7 @@ from tests.live.probe_tasks import (
     status,
 )
 from worker.development.live import PROJECT_ROOT, LiveStack, LiveWorker, wait_until
-from worker.development.services import free_port
+from worker.development.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from worker.config import ConfigError, load_settings, mask_url
-from worker.development.services import free_port
+from worker.development.processes import free_port
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from worker.config import Settings
 from worker.development.live import wait_until
-from worker.development.services import free_port
+from worker.development.processes import free_port
 from worker.operations import probes
 
 

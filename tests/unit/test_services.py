@@ -10,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from worker.development.processes import run_python
-from worker.development.services import (
-    MissingBinary,
-    PostgresServer,
-    RedisServer,
-    Wanted,
-    ensure_service,
-    free_port,
-    postgres_reachable,
-    redis_reachable,
-)
+from worker.development.binaries import MissingBinary
+from worker.development.processes import free_port, run_python
+from worker.development.reachability import postgres_reachable, redis_reachable
+from worker.development.servers import PostgresServer, RedisServer
+from worker.development.services import Wanted, ensure_service
 
 
 def services_cli(*args: str, local: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -18,30 +18,8 @@ from pathlib import Path
 from worker.config import ConfigError, load_settings, mask_url
 from worker.development.binaries import MissingBinary
 from worker.development.processes import free_port, port_in_use, read_int
-from worker.development.reachability import (
-    postgres_problem,
-    postgres_reachable,
-    redis_problem,
-    redis_reachable,
-)
+from worker.development.reachability import postgres_problem, redis_problem
 from worker.development.servers import LocalServer, PostgresServer, RedisServer, ServerError
-
-# Imported from here by tests, benchmarks and examples since before the split.
-__all__ = [
-    "LocalServer",
-    "MissingBinary",
-    "PostgresServer",
-    "RedisServer",
-    "ServerError",
-    "ServiceUnreachable",
-    "Wanted",
-    "ensure_service",
-    "free_port",
-    "main",
-    "mask_url",
-    "postgres_reachable",
-    "redis_reachable",
-]
 
 
 class ServiceUnreachable(RuntimeError):
