@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 
 from tests.database.producer import CANARY, Producer
 from worker.development import live
 from worker.development.processes import free_port
+from worker.producer import viewbuffer
 from worker.producer.client import TaskClient
 
 
@@ -40,3 +43,30 @@ def dead_broker_client() -> Iterator[TaskClient]:
         yield TaskClient(app)
     finally:
         app.close()
+
+
+@pytest.fixture
+def redis_client(live_redis_url: str) -> Iterator[redis.Redis[Any]]:
+    """A client of the test Redis database."""
+    client: redis.Redis[Any] = redis.Redis.from_url(live_redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def queue(redis_client: redis.Redis[Any], live_redis_url: str) -> Iterator[str]:
+    """A queue name of the test's own, so its keys (view buffer, quarantine) collide with nobody's;
+    they are gone after the test."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield name
+    finally:
+        live.forget_queue(live_redis_url, name)
+
+
+@pytest.fixture
+def keys(queue: str) -> viewbuffer.BufferKeys:
+    """The view buffer's keys of the test's queue."""
+    return viewbuffer.buffer_keys(queue)

@@ -1,4 +1,5 @@
-"""Helpers for the producer-side tests: what a producer published, data written by an API."""
+"""Helpers for the producer-side tests: what a producer published, data written by an API, the
+outbox rows."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import ColumnElement, Engine, select, text
 from sqlalchemy.orm import Session
 
+from worker.models import OutboxMessage
 from worker.producer.client import TaskClient
 
 CANARY = "canary-pw-7f3a"
@@ -92,3 +94,14 @@ def add_post(session: Session, slug: str | None = None) -> tuple[int, int]:
         {"slug": slug or f"post-{tag}", "author": user_id},
     ).scalar_one()
     return int(user_id), int(post_id)
+
+
+def all_rows(session: Session, *where: ColumnElement[bool]) -> list[OutboxMessage]:
+    """The outbox rows (those matching `where`) in id order, as the database has them now."""
+    query = select(OutboxMessage).where(*where).order_by(OutboxMessage.id)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
+
+
+def pending_rows(session: Session) -> list[OutboxMessage]:
+    """The outbox rows not published yet, in id order."""
+    return all_rows(session, OutboxMessage.sent_at.is_(None))

@@ -1,6 +1,6 @@
 """`python -m worker failures list|show|purge`.
 
-The rules of `failures retry` are tested in test_failures_retry.py; a retry a live worker
+The rules of `failures retry` are tested in failures_retry/; a retry a live worker
 applies in tests/live/test_failures_retry.py.
 """
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -16,23 +14,9 @@ from worker.runtime import quarantine
 from worker.runtime.envelope import digest
 
 
-@pytest.fixture
-def client(live_redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(live_redis_url)
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def queue(client: redis.Redis) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    yield name
-    client.delete(quarantine.quarantine_key(name))
-
-
-def keep(client: redis.Redis, queue: str, raw: bytes, max_entries: int = 100) -> int:
+def keep(redis_client: redis.Redis, queue: str, raw: bytes, max_entries: int = 100) -> int:
     return quarantine.add(
-        client,
+        redis_client,
         queue,
         raw=raw,
         digest=digest(raw),
@@ -49,16 +33,16 @@ def cli(live_redis_url: str, queue: str, *args: str) -> subprocess.CompletedProc
 
 
 def test_a_full_quarantine_drops_its_oldest_entries_with_a_warning_each(
-    client: redis.Redis, queue: str, caplog: pytest.LogCaptureFixture
+    redis_client: redis.Redis, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="worker.runtime.quarantine")
     messages = [f"garbage {i}".encode() for i in range(12)]
 
-    dropped = sum(keep(client, queue, raw, max_entries=10) for raw in messages)
+    dropped = sum(keep(redis_client, queue, raw, max_entries=10) for raw in messages)
 
     assert dropped == 2
-    assert quarantine.count(client, queue) == 10
-    newest_first = [entry.raw for entry in quarantine.entries(client, queue)]
+    assert quarantine.count(redis_client, queue) == 10
+    newest_first = [entry.raw for entry in quarantine.entries(redis_client, queue)]
     assert newest_first == messages[:1:-1]
     warned = [record.getMessage() for record in caplog.records]
     assert len(warned) == 2
@@ -67,27 +51,27 @@ def test_a_full_quarantine_drops_its_oldest_entries_with_a_warning_each(
 
 
 def test_a_message_larger_than_the_limit_is_kept_cut_and_says_so(
-    client: redis.Redis, queue: str
+    redis_client: redis.Redis, queue: str
 ) -> None:
     raw = b"x" * 40
-    keep(client, queue, raw)
-    (entry,) = quarantine.entries(client, queue)
+    keep(redis_client, queue, raw)
+    (entry,) = quarantine.entries(redis_client, queue)
     assert (entry.raw, entry.size, entry.truncated) == (b"x" * 16, 40, True)
 
 
 def test_operators_list_show_and_purge_with_the_cli(
-    client: redis.Redis, queue: str, live_redis_url: str
+    redis_client: redis.Redis, queue: str, live_redis_url: str
 ) -> None:
     # Given three quarantined messages
     raws = [b"not json at all", b"[1, 2, 3]", b"\xff\xfe"]
     for raw in raws:
-        keep(client, queue, raw)
+        keep(redis_client, queue, raw)
 
     # When an operator lists them, shows one as raw bytes, purges one by prefix, then the rest
     listed = cli(live_redis_url, queue, "list")
     shown = cli(live_redis_url, queue, "show", digest(raws[2])[:14], "--raw")
     purged = cli(live_redis_url, queue, "purge", digest(raws[0]))
-    after_one = quarantine.count(client, queue)
+    after_one = quarantine.count(redis_client, queue)
     missing = cli(live_redis_url, queue, "purge", "sha256:0000")
     everything = cli(live_redis_url, queue, "purge", "--all")
 
@@ -103,4 +87,4 @@ def test_operators_list_show_and_purge_with_the_cli(
     assert missing.returncode == 1
     assert "no quarantined message with digest" in missing.stderr
     assert everything.stdout == "purged 2 quarantined messages\n"
-    assert quarantine.count(client, queue) == 0
+    assert quarantine.count(redis_client, queue) == 0

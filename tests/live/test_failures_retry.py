@@ -1,5 +1,5 @@
 """Dead letters an operator retries with `python -m worker failures retry`, applied once by a live
-worker. The rules of the command itself are tested in tests/database/test_failures_retry.py."""
+worker. The rules of the command itself are tested in tests/database/failures_retry/."""
 
 from __future__ import annotations
 
