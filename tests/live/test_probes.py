@@ -7,8 +7,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +22,8 @@ from tests.live.probe_tasks import (
     seconds_until,
     status,
 )
-from worker.development.live import PROJECT_ROOT, LiveStack, LiveWorker, wait_until
-from worker.development.processes import free_port
+from worker.development.live import LiveStack, LiveWorker, wait_until
+from worker.development.processes import free_port, run_python
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +43,7 @@ print(json.dumps({"code": code, "celery": [m for m in sys.modules if m.split("."
 
 def health(env: dict[str, str], *args: str) -> tuple[int, list[str], str]:
     """Exit code, Celery modules imported, and output of `python -m worker health ARGS`."""
-    done = subprocess.run(
-        [sys.executable, "-c", HEALTH, *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python(env, "-c", HEALTH, *args, timeout=60)
     *printed, last = done.stdout.strip().splitlines()
     report = json.loads(last)
     return report["code"] or 0, report["celery"], "\n".join(printed) + done.stderr
