@@ -34,12 +34,16 @@ def port() -> Iterator[int]:
         redis_url=SecretStr(f"redis://127.0.0.1:{free_port()}/0"),
         database_url=SecretStr(f"postgresql+psycopg2://nobody@127.0.0.1:{free_port()}/nowhere"),
     )
+    # No metrics source yet: importing the worker's app (another test in this process may
+    # have) registers one, and it is put back after.
+    registered = probes.probes.metrics
+    probes.set_metrics_source(None)
     server = probes.serve(settings)
     assert server is not None
     try:
         yield settings.worker_http_port
     finally:
-        probes.set_metrics_source(None)
+        probes.set_metrics_source(registered)
         probes.stop(server)
 
 
