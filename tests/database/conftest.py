@@ -26,13 +26,15 @@ def celery_producer(broker_url: str, queue: str) -> Celery:
 
 @pytest.fixture
 def producer(live_redis_url: str) -> Iterator[Producer]:
-    """Publish for real to the test Redis database, on a queue no worker consumes."""
+    """Publish for real to the test Redis database, on a queue no worker consumes; the queue,
+    its messages and its bindings are gone after the test, whichever process declared it."""
     queue = f"api-test-{uuid.uuid4().hex[:10]}"
     app = celery_producer(live_redis_url, queue)
     try:
         yield Producer(TaskClient(app), live_redis_url, queue)
     finally:
         app.close()
+        live.forget_queue(live_redis_url, queue)
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.database.producer import Producer
 from worker.contracts import InvalidTaskArguments
+from worker.development.live import forget_queue
 from worker.development.live import producer as celery_producer
 from worker.development.processes import run_python
 from worker.models import Post, ProcessedTask, User
@@ -53,7 +53,7 @@ def test_eta_and_queue_options_reach_the_message(producer: Producer, live_redis_
         producer.client.record_view(1, eta=eta, queue=other.queue)
         [message] = other.messages()
     finally:
-        redis.Redis.from_url(live_redis_url).delete(other.queue)
+        forget_queue(live_redis_url, other.queue)
     assert producer.messages() == []
     assert datetime.fromisoformat(str(message.eta)) == eta
 
@@ -111,8 +111,8 @@ def test_importing_the_client_loads_no_task_module_and_no_engine(live_redis_url:
         report = json.loads(done.stdout.strip().splitlines()[-1])
         [message] = Producer(TaskClient(app), live_redis_url, queue).messages()
     finally:
-        redis.Redis.from_url(live_redis_url).delete(queue)
         app.close()
+        forget_queue(live_redis_url, queue)  # declared by the script: its bindings too
     assert report["loaded"] == []
     assert report["engine"] is False
     assert (message.id, message.task, message.kwargs) == (

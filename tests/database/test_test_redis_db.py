@@ -43,6 +43,17 @@ def test_queues_declared_here_and_by_other_processes(live_redis_url: str) -> Non
         assert client.exists(f"_kombu.binding.{{name}}"), name
         assert client.llen(name) == 1, name
     open("{record}", "w").write(queue)
+
+
+def test_a_queue_only_another_process_declares(producer) -> None:
+    # The producer fixture's queue, declared by a process the test starts (a relay, a script)
+    script = (
+        "import sys; from celery import Celery; "
+        "Celery('r', broker=sys.argv[1]).send_task('inner.task', queue=sys.argv[2])"
+    )
+    subprocess.run([sys.executable, "-c", script, producer.redis_url, producer.queue], check=True)
+    assert len(producer.messages()) == 1
+    open("{record}.producer", "w").write(producer.queue)
 """
 
 
@@ -57,7 +68,9 @@ def test_a_test_leaves_no_queue_and_no_kombu_binding_behind(
     own, record = f"own-{uuid.uuid4().hex[:8]}", tmp_path / "queue"
     suite = tmp_path / "suite"
     suite.mkdir()
-    (suite / "conftest.py").write_text('pytest_plugins = ["tests.conftest"]\n')
+    (suite / "conftest.py").write_text(
+        'pytest_plugins = ["tests.conftest", "tests.database.conftest"]\n'
+    )
     (suite / "test_inner.py").write_text(
         textwrap.dedent(INNER_TEST.format(neighbour=neighbour, own=own, record=record))
     )
@@ -76,7 +89,8 @@ def test_a_test_leaves_no_queue_and_no_kombu_binding_behind(
     # Then its queues and kombu's bindings for them are gone; the neighbour's are kept
     try:
         assert inner.returncode == 0, inner.stdout + inner.stderr
-        for name in (own, record.read_text()):
+        declared_elsewhere = Path(f"{record}.producer").read_text()
+        for name in (own, record.read_text(), declared_elsewhere):
             assert not client.keys(f"*{name}*"), name
         assert client.smembers(f"_kombu.binding.{neighbour}")
         assert client.llen(neighbour) == 1
