@@ -14,7 +14,10 @@ reject_on_worker_lost) to run again, so every lost run is one more delivery:
 where K is the number of lost runs that had committed their view before their child died: the
 main process never heard of that success (the run counts as lost), and the redelivered copy
 finds the id applied (a duplicate). K = applied - succeeded is read from the database, and must
-lie between 0 and lost; lost itself equals the WorkerLostError lines the main process logged.
+lie between 0 and lost; lost itself equals the lines the main process logged for runs that
+died: WorkerLostError, or TimeLimitExceeded for a run the pool lost track of amid the kills and
+replacements (seen once in twenty runs: the job never ran, sat until the hard time limit, 90 s,
+and was then redelivered and applied like any lost run).
 """
 
 from __future__ import annotations
@@ -84,19 +87,21 @@ def test_counters_equal_the_database_while_children_are_killed_and_replaced(
     succeeded, duplicate = counted.get("succeeded", 0), counted.get("duplicate", 0)
     lost = counted.get("lost", 0)
     after_commit = applied - succeeded  # K: lost runs whose view had committed
-    lost_lines = len(re.findall(r"Task handler raised error: WorkerLostError\(", worker.log()))
+    died = re.findall(
+        r"Task handler raised error: (WorkerLostError|TimeLimitExceeded)\(", worker.log()
+    )
     figure(
         f"metrics under SIGKILL: {MESSAGES:,} messages ({unique:,} ids), {len(killed)} children "
         f"killed; succeeded {succeeded:,.0f} + duplicate {duplicate:,.0f} = {MESSAGES:,}; lost "
         f"{lost:.0f} (redelivered), of which {after_commit:.0f} had committed; views applied "
-        f"{applied:,}"
+        f"{applied:,}; {died.count('TimeLimitExceeded')} lost run(s) found by the hard time limit"
     )
     assert set(counted) <= {"succeeded", "duplicate", "lost"}, counted
     assert applied == rows == unique
     assert succeeded + duplicate == MESSAGES
     assert 0 <= after_commit <= lost
     assert duplicate == (MESSAGES - unique) + after_commit
-    assert lost == lost_lines
+    assert lost == len(died)
     # And the children were replaced all along, the pool is whole again, and nothing waits
     samples = scrape(port)
     assert value(samples, "worker_children") == 4
